@@ -1,0 +1,532 @@
+# Copyright 2026 The wonton_hf authors. Licensed under the Apache License, Version 2.0.
+"""The Wonton decoder (Nyonic technical report, arXiv 2404.15702) on transformers' shared machinery.
+
+Self-contained on purpose: `save_pretrained` copies this file and `configuration_wonton.py` next to
+the weights, so a process without `wonton_hf` loads the model with `trust_remote_code=True`.
+Imports: torch and transformers only.
+
+Block (pre-LayerNorm, sequential residual):
+    x = x + o_proj(attention(qk_norm(q), qk_norm(k), v))      # on input_layernorm(x)
+    x = x + down_proj(gelu(up_proj(post_attention_layernorm(x))))
+then a final LayerNorm and an untied output head with bias. Differences from GPT-NeoX: QK-LayerNorm,
+a [q; k; v] fused projection (the original checkpoint's layout) instead of per-head interleaving,
+sequential residual, full-head-dim RoPE or learned positions, z / max-z loss on the logits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.masking_utils import (
+    create_causal_mask,
+    find_packed_sequence_indices,
+    packed_sequence_mask_function,
+)
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers import initialization as init
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_wonton import WontonConfig
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class WontonCausalLMOutputWithPast(CausalLMOutputWithPast):
+    r"""
+    loss: the training objective, `ce_loss + z_loss_coef * z_loss + max_z_loss_coef * max_z_loss`.
+    ce_loss: next-token cross-entropy alone (what perplexity is computed from).
+    z_loss: mean of `logsumexp(logits)^2` over label tokens (unweighted; logged even when its coef is 0).
+    max_z_loss: mean of `max(logits)^2` over label tokens (unweighted; logged even when its coef is 0).
+    """
+
+    ce_loss: torch.FloatTensor | None = None
+    z_loss: torch.FloatTensor | None = None
+    max_z_loss: torch.FloatTensor | None = None
+
+
+# Copied from transformers.models.gpt_neox.modeling_gpt_neox.GPTNeoXRotaryEmbedding (full head dim here)
+class WontonRotaryEmbedding(nn.Module):
+    inv_freq: torch.Tensor  # non-persistent; re-filled by `_init_weights` after meta-device loading
+
+    def __init__(self, config: WontonConfig):
+        super().__init__()
+        self.max_seq_len_cached = config.max_position_embeddings
+        self.original_max_seq_len = config.max_position_embeddings
+        self.config = config
+        self.rope_type = config.rope_parameters["rope_type"]
+        rope_init_fn: Callable = self.compute_default_rope_parameters
+        if self.rope_type != "default":
+            rope_init_fn = ROPE_INIT_FUNCTIONS[self.rope_type]
+        inv_freq, self.attention_scaling = rope_init_fn(config)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
+
+    @staticmethod
+    def compute_default_rope_parameters(config: WontonConfig, device=None, **kwargs) -> tuple[torch.Tensor, float]:
+        base = config.rope_parameters["rope_theta"]
+        dim = config.hidden_size // config.num_attention_heads
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim))
+        return inv_freq, 1.0
+
+    @torch.no_grad()
+    @dynamic_rope_update
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Computed in fp32: bf16 angles lose whole radians at positions in the thousands.
+        freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)
+        emb = torch.cat((freqs, freqs), dim=-1)  # rotate-half layout, as the original model
+        cos = emb.cos() * self.attention_scaling
+        sin = emb.sin() * self.attention_scaling
+        return cos.to(dtype=x.dtype), sin.to(dtype=x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim: int = 1):
+    """Rotate q and k ([B, H, T, D]) by position; cos/sin are [B, T, D]."""
+    cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+    return (q * cos) + (rotate_half(q) * sin), (k * cos) + (rotate_half(k) * sin)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # B, H, Tq, Tk
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()  # B, Tq, H, D
+    return attn_output, attn_weights
+
+
+class WontonAttentionProbe(nn.Module):
+    """Identity on (query, key) after QK-LayerNorm and RoPE: the tap for stability monitors.
+
+    Fused kernels (sdpa, flex, flash) never materialise the attention logits. A forward hook on this
+    module sees exactly the q and k the kernel receives, so a monitor can compute query norms and
+    `max(q . k) * scaling` on a sample of positions without switching the model to eager attention.
+    With no hook registered it costs one Python call per layer.
+    """
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return query, key
+
+
+class WontonAttention(nn.Module):
+    def __init__(self, config: WontonConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_dropout
+        self.is_causal = True
+        # One matmul for q, k, v stacked in that order: the original checkpoint's `in_proj_weight`.
+        self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.use_bias)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.use_bias)
+        self.o_proj.writes_to_residual = True  # scaled init, see `WontonPreTrainedModel._init_weights`
+        if config.qk_layernorm:
+            # Over head_dim, shared by all heads: bounds |q . k| however large the activations grow.
+            self.q_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps, bias=config.use_bias)
+            self.k_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps, bias=config.use_bias)
+        else:
+            self.q_norm = self.k_norm = None
+        self.probe = WontonAttentionProbe()
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]  # B, T
+        hidden_shape = (*input_shape, -1, self.head_dim)  # B, T, H, D
+        query, key, value = self.qkv_proj(hidden_states).chunk(3, dim=-1)
+        query, key, value = query.view(hidden_shape), key.view(hidden_shape), value.view(hidden_shape)
+        if self.q_norm is not None:
+            query, key = self.q_norm(query), self.k_norm(key)
+        query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)  # B, H, T, D
+
+        if position_embeddings is not None:
+            cos, sin = position_embeddings
+            query, key = apply_rotary_pos_emb(query, key, cos, sin)
+        query, key = self.probe(query, key)
+
+        if past_key_values is not None:
+            key, value = past_key_values.update(key, value, self.layer_idx)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
+        return self.o_proj(attn_output), attn_weights
+
+
+class WontonMLP(nn.Module):
+    def __init__(self, config: WontonConfig):
+        super().__init__()
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.use_bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.use_bias)
+        self.down_proj.writes_to_residual = True  # scaled init, see `WontonPreTrainedModel._init_weights`
+        self.act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.up_proj(x)))
+
+
+class WontonDecoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config: WontonConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, bias=config.use_bias)
+        self.self_attn = WontonAttention(config, layer_idx)
+        self.post_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, bias=config.use_bias)
+        self.mlp = WontonMLP(config)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
+        attn_output, _ = self.self_attn(
+            self.input_layernorm(hidden_states),
+            attention_mask=attention_mask,
+            position_ids=position_ids,  # flash attention reads packed boundaries from these
+            past_key_values=past_key_values,
+            position_embeddings=position_embeddings,
+            **kwargs,
+        )
+        hidden_states = hidden_states + self.dropout(attn_output)
+        hidden_states = hidden_states + self.dropout(self.mlp(self.post_attention_layernorm(hidden_states)))
+        return hidden_states
+
+
+class WontonPreTrainedModel(PreTrainedModel):
+    config: WontonConfig
+    config_class = WontonConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["WontonDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _can_compile_fullgraph = True
+    _supports_attention_backend = True
+    _can_record_outputs = {"hidden_states": WontonDecoderLayer, "attentions": WontonAttention}
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # Defaults: normal(0, initializer_range) for linears and embeddings, zero biases, LayerNorm 1/0,
+        # RoPE inv_freq re-computed (models are built on the meta device in transformers 5).
+        super()._init_weights(module)
+        if self.config.scaled_residual_init and getattr(module, "writes_to_residual", False):
+            # GPT-2's rule, cited by the paper: the two projections that write into the residual stream
+            # get std / sqrt(2 * layers), so the residual's variance does not grow with depth. Decided on
+            # the Linear itself: transformers skips parameter-less parents (attention, MLP) for remote code.
+            std = self.config.initializer_range / math.sqrt(2 * self.config.num_hidden_layers)
+            init.normal_(module.weight, mean=0.0, std=std)
+
+
+def _positions_from_cu_seq_lens(cu_seq_lens: torch.Tensor, total: int) -> torch.LongTensor:
+    """[0, n1, n1+n2, ...] -> position ids restarting at 0 per sequence, shape [1, total]."""
+    starts = torch.zeros(total, dtype=torch.long, device=cu_seq_lens.device)
+    starts[cu_seq_lens[1:-1].long()] = 1
+    segment = starts.cumsum(0)
+    return (torch.arange(total, device=cu_seq_lens.device) - cu_seq_lens.long()[segment]).unsqueeze(0)
+
+
+class WontonModel(WontonPreTrainedModel):
+    def __init__(self, config: WontonConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        if config.position_embedding_type == "learned":
+            self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            self.rotary_emb = None
+        else:
+            self.embed_positions = None
+            self.rotary_emb = WontonRotaryEmbedding(config)
+        self.embed_dropout = nn.Dropout(config.embedding_dropout)
+        self.layers = nn.ModuleList([WontonDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, bias=config.use_bias)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPast:
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of `input_ids` or `inputs_embeds`.")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+
+        past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if position_ids is None and kwargs.get("cu_seq_lens_q") is not None:
+            # `DataCollatorWithFlattening(return_position_ids=False)`: rebuild the restarts from the lengths.
+            position_ids = _positions_from_cu_seq_lens(kwargs["cu_seq_lens_q"], inputs_embeds.shape[1])
+        if position_ids is None:
+            position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen
+            position_ids = position_ids.unsqueeze(0)
+
+        causal_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            position_ids=position_ids,
+            and_mask_function=self._document_mask(attention_mask, past_key_values, past_seen, position_ids, inputs_embeds),
+        )
+
+        hidden_states = inputs_embeds
+        position_embeddings = None
+        if self.embed_positions is not None:
+            self._check_learned_positions(position_ids)
+            hidden_states = hidden_states + self.embed_positions(position_ids)
+        else:
+            position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
+        hidden_states = self.embed_dropout(hidden_states)
+
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states,
+                attention_mask=causal_mask,
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                position_embeddings=position_embeddings,
+                **kwargs,
+            )
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), past_key_values=past_key_values)
+
+    def _document_mask(self, attention_mask, past_key_values, past_seen, position_ids, inputs_embeds) -> Callable | None:
+        """Keep packed documents apart when transformers' own detection does not run.
+
+        `create_causal_mask` finds position-id restarts only when there is neither a 2D padding mask nor
+        a cache. A packed row arriving with an all-ones mask, or with `use_cache=True`, would otherwise
+        attend across documents. Only a fresh prefill can be packed; decoding steps are never split.
+        """
+        if attention_mask is None and past_key_values is None:
+            return None  # transformers handles this case itself
+        if past_seen > 0 or (attention_mask is not None and attention_mask.ndim != 2):
+            return None
+        if position_ids.shape[0] != inputs_embeds.shape[0]:
+            position_ids = position_ids.expand(inputs_embeds.shape[0], -1)
+        document_ids = find_packed_sequence_indices(position_ids)
+        if document_ids is None:
+            return None
+        q_len = inputs_embeds.shape[1]
+        kv_len = past_key_values.get_mask_sizes(q_len, 0)[0] if past_key_values is not None else attention_mask.shape[-1]
+        if kv_len > q_len:  # a static cache is longer than the prompt; its unused slots form no document
+            document_ids = F.pad(document_ids, (0, kv_len - q_len), value=-1)
+        return packed_sequence_mask_function(document_ids)
+
+    def _check_learned_positions(self, position_ids: torch.Tensor) -> None:
+        if torch.compiler.is_compiling():
+            return
+        if int(position_ids.max()) >= self.config.max_position_embeddings:
+            raise ValueError(
+                f"Position {int(position_ids.max())} is beyond `max_position_embeddings` "
+                f"({self.config.max_position_embeddings}) of this learned-position model; shorten the input."
+            )
+
+
+class _FusedLanguageModelLoss(torch.autograd.Function):
+    """Cross-entropy, z-loss and max-z loss from one pass over the logits, with one gradient buffer.
+
+    Why not `self.loss_function` plus two extra terms: the stock cross-entropy materialises
+    `log_softmax` ([tokens, vocab]) in the forward, a zero-filled scatter buffer and a softmax
+    buffer in the backward, and the z / max-z terms would each add another full pass and buffer.
+    Here the forward keeps only per-token statistics (max, argmax, logsumexp) and the backward writes
+    the gradient once: `softmax * (g_ce + 2 g_z lse) - g_ce onehot(target) + 2 g_maxz max onehot(argmax)`.
+    On the CPU demo shape this makes a Wonton training step faster than GPT-NeoX's although it
+    computes two more loss terms and an output bias (benchmarks/model_throughput.py).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, denominator: torch.Tensor):
+        logits32 = logits.float()  # [N, V]; no copy when already fp32
+        top, top_index = logits32.max(dim=-1)
+        # exp(logits - max) is both the logsumexp's work and, rescaled, the softmax the backward needs:
+        # keeping it costs the same memory as the log_softmax output a stock cross-entropy keeps.
+        shifted_exp = (logits32 - top[:, None]).exp_()
+        sum_exp = shifted_exp.sum(dim=-1)
+        lse = sum_exp.log() + top
+        keep = targets != -100
+        safe_targets = targets.masked_fill(~keep, 0)
+        weight = keep.float() / denominator
+        target_logit = logits32.gather(1, safe_targets[:, None]).squeeze(1)
+        ce = ((lse - target_logit) * weight).sum()
+        z = (lse.square() * weight).sum()
+        max_z = (top.square() * weight).sum()
+        ctx.shifted_exp = shifted_exp  # becomes the gradient in place: one backward only
+        ctx.logits_dtype = logits.dtype
+        ctx.save_for_backward(lse, sum_exp, top, top_index, safe_targets, weight)
+        return ce, z, max_z
+
+    @staticmethod
+    def backward(ctx, grad_ce: torch.Tensor, grad_z: torch.Tensor, grad_max_z: torch.Tensor):
+        lse, sum_exp, top, top_index, safe_targets, weight = ctx.saved_tensors
+        grad, ctx.shifted_exp = ctx.shifted_exp, None
+        if grad is None:
+            raise RuntimeError("The Wonton loss reuses its buffer for the gradient: backward can run only once.")
+        rows = torch.arange(grad.shape[0], device=grad.device)
+        grad.mul_(((grad_ce + 2.0 * grad_z * lse) * weight / sum_exp)[:, None])  # softmax * d loss / d lse
+        grad.index_put_((rows, safe_targets), -grad_ce * weight, accumulate=True)
+        grad.index_put_((rows, top_index), 2.0 * grad_max_z * top * weight, accumulate=True)
+        return grad.to(ctx.logits_dtype), None, None
+
+
+def language_model_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    shift_labels: torch.Tensor | None = None,
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Next-token cross-entropy, PaLM z-loss `mean(logsumexp^2)` and Baichuan 2 max-z `mean(max^2)`.
+
+    All three are averaged over the same tokens (labels != -100 after the shift) and by the same
+    denominator (`num_items_in_batch` under gradient accumulation, as transformers' loss does), so they
+    scale together whatever the padding or accumulation. Returns unweighted terms.
+    """
+    if shift_labels is None:
+        # Pad-and-shift the labels rather than slice the logits: a [:, :-1] slice would copy them.
+        shift_labels = F.pad(labels, (0, 1), value=-100)[..., 1:]
+    targets = shift_labels.reshape(-1).to(logits.device)
+    if num_items_in_batch is None:
+        denominator = (targets != -100).sum().clamp(min=1).float()
+    else:
+        denominator = torch.as_tensor(num_items_in_batch, device=logits.device, dtype=torch.float32)
+    return _FusedLanguageModelLoss.apply(logits.reshape(-1, logits.shape[-1]), targets, denominator)
+
+
+class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}  # only used if tie_word_embeddings
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+
+    def __init__(self, config: WontonConfig):
+        super().__init__(config)
+        self.model = WontonModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=config.use_bias)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> WontonCausalLMOutputWithPast:
+        r"""
+        labels: next-token targets aligned with `input_ids` (shifted inside); -100 is ignored by every
+            loss term. Packed rows: pass `position_ids` restarting at 0 per document and no cache.
+        """
+        outputs: BaseModelOutputWithPast = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, slice_indices, :])
+
+        loss = ce_loss = z_loss = max_z_loss = None
+        if labels is not None or kwargs.get("shift_labels") is not None:
+            ce_loss, z_loss, max_z_loss = language_model_loss(
+                logits, labels, shift_labels=kwargs.get("shift_labels"), num_items_in_batch=kwargs.get("num_items_in_batch")
+            )
+            loss = ce_loss + self.config.z_loss_coef * z_loss + self.config.max_z_loss_coef * max_z_loss
+
+        return WontonCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            ce_loss=ce_loss,
+            z_loss=z_loss,
+            max_z_loss=max_z_loss,
+        )
+
+
+__all__ = [
+    "WontonPreTrainedModel",
+    "WontonModel",
+    "WontonForCausalLM",
+    "WontonCausalLMOutputWithPast",
+    "WontonAttentionProbe",
+    "language_model_loss",
+]
