@@ -13,6 +13,7 @@ import sys
 # Packages that contribute subcommands, imported lazily so `wonton-hf --help` stays fast.
 SUBCOMMAND_MODULES = [
     "wonton_hf.convert.cli",
+    "wonton_hf.evaluation.cli",
 ]
 
 

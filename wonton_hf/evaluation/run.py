@@ -1,0 +1,177 @@
+"""Score a checkpoint on one of the paper's suites with lm-eval's Python API, then write the report.
+
+No harness of our own: `lm_eval.simple_evaluate` with its `hf` model does the loading, batching and
+scoring. We only prepare its include path (groups, offline redirection), decide `trust_remote_code`,
+and save its results beside a paper-style report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .report import write_report
+from .suites import prepare_task_folder, suite_group, task_manager_for
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluationOutputs:
+    results: dict[str, Any]
+    """lm-eval's results dict, as returned by `simple_evaluate`"""
+    results_path: Path
+    report_path: Path
+    figure_path: Path | None
+    tasks_dir: Path
+    """the include path written for lm-eval, reusable with its CLI"""
+
+
+def _hub_disabled() -> str | None:
+    """The environment variable that switches hub downloads off, if any (as datasets reads them)."""
+    for name in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
+        if os.environ.get(name, "").upper() in {"1", "ON", "YES", "TRUE"}:
+            return name
+    return None
+
+
+def _is_local_path(model: str) -> bool:
+    return Path(model).expanduser().exists() or model.startswith(("/", "./", "../", "~"))
+
+
+def model_display_name(model: str) -> str:
+    """A short name for the report: a local directory's name, or the hub id."""
+    return Path(model).expanduser().resolve().name if Path(model).expanduser().exists() else model
+
+
+def read_model_config(model: str) -> dict[str, Any]:
+    """The checkpoint's config.json as a dict (local directory or hub), without importing any of its code."""
+    import transformers
+
+    try:
+        config, _ = transformers.PretrainedConfig.get_config_dict(model)
+    except OSError as error:
+        raise FileNotFoundError(f"Cannot read the config.json of {model!r}: {error}") from None
+    return config
+
+
+def needs_trust_remote_code(model: str) -> bool:
+    """Whether loading `model` requires running code shipped with it.
+
+    True only when its config.json declares `auto_map` for a model type transformers does not know.
+    Wonton checkpoints need no remote code here: importing wonton_hf registers the Auto classes.
+    """
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    import wonton_hf  # noqa: F401  (registers WontonConfig / WontonForCausalLM with the Auto classes)
+
+    config = read_model_config(model)
+    return bool(config.get("auto_map")) and config.get("model_type") not in CONFIG_MAPPING
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def evaluate_checkpoint(
+    model: str,
+    suite: str = "all",
+    *,
+    output_dir: str | Path,
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
+    batch_size: int | str = "auto",
+    device: str | None = None,
+    trust_remote_code: bool | None = None,
+    bootstrap_iters: int = 100_000,
+) -> EvaluationOutputs:
+    """Run lm-eval on `model` (local directory or hub id) and write results.json, report.md, belebele.png.
+
+    `trust_remote_code=None` decides it from the checkpoint (see `needs_trust_remote_code`); pass False to
+    refuse remote code. Everything a user can get wrong (suite, limit, paths, offline files) is checked
+    before the model is loaded.
+    """
+    group = suite_group(suite)
+    if limit is not None and limit < 1:
+        raise ValueError(f"`limit` must be a positive number of examples per task, got {limit}.")
+    if data_dir is None and (variable := _hub_disabled()):
+        raise ValueError(
+            f"{variable} is set, so the datasets cannot be downloaded: pass --data-dir with local copies "
+            "(DIR/<hub dataset name>/<config>/<split>.jsonl) or unset it."
+        )
+    if _is_local_path(model) and not Path(model).expanduser().is_dir():
+        raise FileNotFoundError(f"Model directory {model} does not exist (give a save_pretrained directory or a hub id).")
+    if trust_remote_code is None:
+        trust_remote_code = needs_trust_remote_code(model)
+        if trust_remote_code:
+            logger.warning("%s ships its own modelling code (auto_map); loading it with trust_remote_code=True.", model)
+    else:
+        read_model_config(model)  # a wrong path or hub id fails here, not after the datasets are loaded
+    output_dir = Path(output_dir)
+    tasks_dir = prepare_task_folder(output_dir / "lm_eval_tasks", suite, data_dir)
+
+    results = _simple_evaluate(
+        model, group, tasks_dir, offline=data_dir is not None, limit=limit, batch_size=batch_size,
+        device=resolve_device(device), trust_remote_code=trust_remote_code, bootstrap_iters=bootstrap_iters,
+    )
+    results_path = output_dir / "results.json"
+    save_results(results, results_path)
+    report_path, figure_path = write_report(results, output_dir, model_display_name(model))
+    logger.info("Wrote %s, %s", results_path, report_path)
+    return EvaluationOutputs(results, results_path, report_path, figure_path, tasks_dir)
+
+
+def _simple_evaluate(
+    model: str, group: str, tasks_dir: Path, *, offline: bool, limit: int | None, batch_size: int | str,
+    device: str, trust_remote_code: bool, bootstrap_iters: int,
+) -> dict[str, Any]:
+    import lm_eval
+
+    import wonton_hf  # noqa: F401  (Auto-class registration, so Wonton checkpoints load without remote code)
+
+    results = lm_eval.simple_evaluate(
+        model="hf",
+        model_args={"pretrained": model, "trust_remote_code": trust_remote_code, "dtype": "auto"},
+        tasks=[group],
+        task_manager=task_manager_for(tasks_dir, offline=offline),
+        batch_size=batch_size,
+        device=device,
+        limit=limit,
+        log_samples=False,
+        bootstrap_iters=bootstrap_iters,
+    )
+    if results is None:  # only on non-zero ranks of a multi-process run
+        raise RuntimeError("lm-eval returned no results on this process (run the evaluation on rank 0).")
+    return dict(results)
+
+
+def save_results(results: dict[str, Any], path: str | Path) -> Path:
+    """lm-eval's results as JSON, serialised the way its own CLI does."""
+    from lm_eval.utils import handle_non_serializable
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=handle_non_serializable, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read a results JSON written by us or by `lm_eval --output_path` (the same schema)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Results file {path} does not exist.")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not JSON ({error.msg} at line {error.lineno}).") from None
+    if not isinstance(results, dict) or "results" not in results:
+        raise ValueError(f"{path} is not an lm-eval results file: it has no top-level 'results' key.")
+    return results
