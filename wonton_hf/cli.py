@@ -14,6 +14,7 @@ import sys
 SUBCOMMAND_MODULES = [
     "wonton_hf.convert.cli",
     "wonton_hf.evaluation.cli",
+    "wonton_hf.tokenization.cli",
 ]
 
 

@@ -1,0 +1,207 @@
+"""Claim: the Online Data Scheduler streams packed windows at (nearly) the speed of tokenization itself,
+at least as fast as a `datasets` streaming pipeline that does less, packs at >= 99.9% efficiency, and keeps
+each source's token share within 1% (relative) of its weight after a few hundred windows.
+
+Baselines, measured in this run on the same texts with the same tokenizer:
+- the limit: the tokenizer's plain batched encode (`encode_batch_fast`), tokenizer threads off and on;
+- `datasets`: `load_dataset("json", streaming=True)` per source + `interleave_datasets` + batched `map`
+  tokenisation + naive packing (concatenate, cut every seq_len) — no resume state, no token sources,
+  no position resets, no exact shares.
+
+    python benchmarks/data_scheduler_throughput.py [--corpus ../shared/corpus] [--tokenizer tokenizer.json]
+
+Without `--tokenizer` the project's BPE trainer (`wonton_hf.tokenization`) trains a 32k tokenizer on the corpus
+first (not timed). Tokens/s count real tokens (EOS included) of one full pass over all sources; every figure
+is the median over `--repeats` rounds, ratios are taken within each round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+LANGUAGES = ("en", "de", "fr", "es", "it", "zh", "ja", "ko")
+PAPER_MIX = {"en": 80.1, "zh": 6.3, "ja": 6.3, "de": 1.6, "fr": 1.5, "it": 1.4, "ko": 1.4, "es": 1.4}
+
+
+def load_texts(corpus: Path) -> dict[str, list[str]]:
+    out = {}
+    for lang in LANGUAGES:
+        with gzip.open(corpus / f"lo_{lang}.jsonl.gz", "rt", encoding="utf-8") as f:
+            out[lang] = [json.loads(line)["text"] for line in f]
+    return out
+
+
+def get_tokenizer(path: str | None, texts: dict[str, list[str]]):
+    from transformers import PreTrainedTokenizerFast
+
+    if path:
+        return (
+            PreTrainedTokenizerFast(tokenizer_file=path)
+            if path.endswith(".json")
+            else PreTrainedTokenizerFast.from_pretrained(path)
+        )
+    from wonton_hf.tokenization import train_tokenizer
+
+    return train_tokenizer(texts=[t for docs in texts.values() for t in docs], vocab_size=32000).tokenizer
+
+
+def set_threads(on: bool) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if on else "false"
+
+
+def limit(tokenizer, texts: list[str]) -> tuple[float, int]:
+    backend = tokenizer.backend_tokenizer
+    backend.encode_batch_fast(texts[:256], add_special_tokens=False)  # warm-up
+    start = time.perf_counter()
+    tokens = 0
+    for i in range(0, len(texts), 1024):
+        tokens += sum(len(e.ids) + 1 for e in backend.encode_batch_fast(texts[i : i + 1024], add_special_tokens=False))
+    return tokens / (time.perf_counter() - start), tokens
+
+
+def scheduler_pass(tokenizer, corpus: Path, seq_len: int, workers: int) -> tuple[float, float]:
+    """One full pass (every source `stop`s when read): (real tokens/s, packing efficiency)."""
+    from torch.utils.data import DataLoader
+
+    from wonton_hf.data import DataSource, OnlineDataScheduler, PackedWindowCollator
+
+    sources = [
+        DataSource(name=lang, paths=[str(corpus / f"lo_{lang}.jsonl.gz")], exhaustion="stop") for lang in LANGUAGES
+    ]
+    scheduler = OnlineDataScheduler(sources, tokenizer, seq_len=seq_len, batch_size=8, block_size=256)
+    loader = DataLoader(scheduler, batch_size=8, num_workers=workers, collate_fn=PackedWindowCollator())
+    start = time.perf_counter()
+    real = positions = 0
+    for batch in loader:
+        scheduler.observe(batch["data_state"])
+        real += int((batch["source_ids"] >= 0).sum())
+        positions += batch["source_ids"].numel()
+    return real / (time.perf_counter() - start), real / positions
+
+
+def datasets_pass(tokenizer, corpus: Path, seq_len: int) -> float:
+    import datasets
+    from datasets import interleave_datasets, load_dataset
+
+    datasets.disable_progress_bars()
+    streams = [
+        load_dataset("json", data_files=str(corpus / f"lo_{lang}.jsonl.gz"), split="train", streaming=True)
+        for lang in LANGUAGES
+    ]
+    eos = tokenizer.eos_token_id
+
+    def tokenize(batch):
+        return {"input_ids": [ids + [eos] for ids in tokenizer(batch["text"], add_special_tokens=False)["input_ids"]]}
+
+    mixed = interleave_datasets(streams, seed=0, stopping_strategy="all_exhausted_without_replacement")
+    mixed = mixed.map(tokenize, batched=True, batch_size=1000, remove_columns=["id", "lang", "text"])
+    start = time.perf_counter()
+    buffer: list[int] = []
+    tokens = 0
+    for row in mixed:
+        buffer.extend(row["input_ids"])
+        while len(buffer) >= seq_len:
+            tokens += seq_len
+            buffer = buffer[seq_len:]
+    tokens += len(buffer)
+    return tokens / (time.perf_counter() - start)
+
+
+def share_accuracy(tokenizer, corpus: Path, weights: dict[str, float], seq_len: int, windows: int) -> tuple[float, int]:
+    """(max relative share error after 300 windows, first window after which every source stays within 1%)."""
+    from wonton_hf.data import DataSource, OnlineDataScheduler
+
+    sources = [DataSource(name=n, paths=[str(corpus / f"lo_{n}.jsonl.gz")], weight=w) for n, w in weights.items()]
+    scheduler = OnlineDataScheduler(sources, tokenizer, seq_len=seq_len, block_size=256)
+    total_w = sum(weights.values())
+    targets = [w / total_w for w in weights.values()]
+    counts = [0] * len(weights)
+    worst_after_300, last_bad = 0.0, 0
+    for k, item in zip(range(1, windows + 1), scheduler, strict=False):
+        for i, c in enumerate(item["source_ids"].bincount(minlength=len(weights)).tolist()[: len(weights)]):
+            counts[i] += c
+        error = max(abs(c / (k * seq_len) - t) / t for c, t in zip(counts, targets, strict=True))
+        if error > 0.01:
+            last_bad = k
+        if k >= 300:
+            worst_after_300 = max(worst_after_300, error)
+    return worst_after_300, last_bad + 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default=str(Path(__file__).resolve().parents[2] / "shared" / "corpus"))
+    parser.add_argument("--tokenizer", default=None, help="tokenizer.json or a saved tokenizer directory")
+    parser.add_argument("--seq-len", type=int, default=2048)
+    parser.add_argument("--share-windows", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of all measurements; medians are reported")
+    args = parser.parse_args()
+    corpus = Path(args.corpus)
+    if not (corpus / "lo_en.jsonl.gz").is_file():
+        raise FileNotFoundError(f"corpus not found in {corpus}; pass --corpus DIR with lo_<lang>.jsonl.gz files")
+    texts = load_texts(corpus)
+    all_texts = [t for lang in LANGUAGES for t in texts[lang]]
+    tokenizer = get_tokenizer(args.tokenizer, texts)
+    tokenizer.model_max_length = 10**9  # we pack ourselves; silence the per-sequence length warning
+    print(
+        f"corpus: {len(all_texts)} documents, {sum(map(len, all_texts)) / 1e6:.1f} M characters; vocab {len(tokenizer)}"
+    )
+
+    # Rounds interleave every measurement, and ratios are taken within a round: on a shared machine the load
+    # changes from minute to minute, and a ratio of two runs seconds apart is far steadier than either figure.
+    rounds: list[dict[str, float]] = []
+    efficiency = 0.0
+    for _ in range(args.repeats):
+        r: dict[str, float] = {}
+        set_threads(True)
+        r["limit_on"], n_tokens = limit(tokenizer, all_texts)
+        set_threads(False)  # a DataLoader worker is one process: the rest runs the tokenizer single-threaded
+        r["limit_off"], _ = limit(tokenizer, all_texts)
+        for workers in (0, 1, 2):
+            r[f"scheduler_{workers}"], efficiency = scheduler_pass(tokenizer, corpus, args.seq_len, workers)
+        r["datasets"] = datasets_pass(tokenizer, corpus, args.seq_len)
+        rounds.append(r)
+
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(r[a] / r[b] for r in rounds)
+
+    def tps(a: str) -> float:
+        return statistics.median(r[a] for r in rounds)
+
+    print(f"{args.repeats} rounds, medians; {n_tokens:,} tokens per pass")
+    print(
+        f"limit, plain encode_batch_fast: {tps('limit_off'):,.0f} tok/s (threads off), {tps('limit_on'):,.0f} tok/s (threads on)"
+    )
+    labels = {
+        "scheduler_0": "scheduler, in process",
+        "scheduler_1": "scheduler, 1 DataLoader worker",
+        "scheduler_2": "scheduler, 2 DataLoader workers",
+        "datasets": "datasets streaming+interleave+map+naive packing, in process",
+    }
+    for key, label in labels.items():
+        print(
+            f"{label}: {tps(key):,.0f} tok/s = {ratio(key, 'limit_off'):.2f}x limit (threads off), "
+            f"{ratio(key, 'limit_on'):.2f}x limit (threads on)"
+        )
+    print(f"packing efficiency (real tokens / positions): {efficiency:.4%}")
+    print(
+        f"scheduler / datasets pipeline: {ratio('scheduler_0', 'datasets'):.2f}x in process, "
+        f"{ratio('scheduler_1', 'datasets'):.2f}x with 1 worker"
+    )
+    print(f"scaling 2 workers / 1 worker: {ratio('scheduler_2', 'scheduler_1'):.2f}x on {os.cpu_count()} CPU cores")
+
+    for label, weights in (("equal weights", dict.fromkeys(LANGUAGES, 1.0)), ("paper language mix", PAPER_MIX)):
+        worst, settled = share_accuracy(tokenizer, corpus, weights, args.seq_len, args.share_windows)
+        print(
+            f"token shares, {label}: max relative error after 300 windows {worst:.2%}; within 1% of every weight from window {settled}"
+        )
+
+
+if __name__ == "__main__":
+    main()

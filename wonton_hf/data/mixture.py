@@ -1,0 +1,271 @@
+"""Mixture control: which share of the tokens each source gets, as a pure function of the step.
+
+Four controls combine into one answer, `MixtureController.weights_at(step)`:
+1. fixed weights (from the `DataSource`s);
+2. a `WeightSchedule` over optimizer steps or tokens seen (piecewise constant or linear);
+3. live edits (`set` entries: a re-read mixture file or an API call), validated before they are accepted;
+4. loss feedback (`feedback` entries: multipliers from the EXP3 bandit of ODM, arXiv 2312.02406).
+
+Edits and feedback are not applied "now" but appended to a *journal* with the step at which they take
+effect. Every rank and every DataLoader worker evaluates the same journal at the same step, so they agree
+on the weights without sharing memory, and a resumed run (the journal is part of the checkpoint) replays
+exactly the same weights at exactly the same positions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def validate_weights(weights: Any, names: list[str], current: dict[str, float] | None = None) -> dict[str, float]:
+    """Checks a weight edit; sources it leaves out keep their `current` weight. Raises ValueError with the reason."""
+    if not isinstance(weights, dict) or not weights:
+        raise ValueError(f"weights must be a non-empty mapping {{source: weight}}, got {weights!r}")
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ValueError(f"unknown source(s) {unknown}; known sources are {names}")
+    merged = dict(current or dict.fromkeys(names, 0.0))
+    for name, value in weights.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"weight of `{name}` must be a finite number >= 0, got {value!r}")
+        merged[name] = float(value)
+    if sum(merged.values()) <= 0:
+        raise ValueError("all weights are zero; at least one source needs a weight > 0")
+    return merged
+
+
+def normalise(weights: dict[str, float]) -> dict[str, float]:
+    total = sum(weights.values())
+    return {k: v / total for k, v in weights.items()}
+
+
+@dataclass
+class WeightSchedule:
+    """Weights as a function of the optimizer step or of tokens seen: curricula, final anneals.
+
+    `points` are `(at, {source: weight})` with increasing `at`; before the first point its weights hold,
+    after the last point the last weights hold. `constant` keeps each point's weights until the next
+    point, `linear` interpolates between neighbouring points.
+    """
+
+    points: list[tuple[float, dict[str, float]]]
+    """Breakpoints `(step or tokens, weights)`, strictly increasing."""
+    unit: str = "step"
+    """`step` (optimizer steps) or `tokens` (tokens seen by the whole run)."""
+    interpolation: str = "constant"
+    """`constant` (piecewise constant) or `linear`."""
+
+    def __post_init__(self) -> None:
+        if self.unit not in ("step", "tokens"):
+            raise ValueError(f"WeightSchedule `unit` must be 'step' or 'tokens', got {self.unit!r}.")
+        if self.interpolation not in ("constant", "linear"):
+            raise ValueError(
+                f"WeightSchedule `interpolation` must be 'constant' or 'linear', got {self.interpolation!r}."
+            )
+        points = [(p["at"], p["weights"]) if isinstance(p, dict) else tuple(p) for p in self.points]
+        if not points:
+            raise ValueError("WeightSchedule `points` is empty; give at least one (at, weights) pair.")
+        ats = [float(at) for at, _ in points]
+        if any(b <= a for a, b in zip(ats, ats[1:], strict=False)):
+            raise ValueError(f"WeightSchedule `points` must have strictly increasing `at`, got {ats}.")
+        self.points = [(float(at), dict(w)) for at, w in points]
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> WeightSchedule:
+        return cls(**spec)
+
+    def check(self, names: list[str]) -> None:
+        for at, weights in self.points:
+            try:
+                validate_weights(weights, names)
+            except ValueError as err:
+                raise ValueError(f"WeightSchedule point at {at:g}: {err}") from err
+
+    def __call__(self, position: float, names: list[str]) -> dict[str, float]:
+        points = [(at, validate_weights(w, names)) for at, w in self.points]
+        if position <= points[0][0]:
+            return points[0][1]
+        for (a, wa), (b, wb) in zip(points, points[1:], strict=False):
+            if position < b:
+                if self.interpolation == "constant":
+                    return wa
+                t = (position - a) / (b - a)
+                return {n: (1 - t) * wa[n] + t * wb[n] for n in names}
+        return points[-1][1]
+
+
+@dataclass
+class MixtureController:
+    """Evaluates the weights at a step from the fixed weights, the schedule and the journal."""
+
+    names: list[str]
+    base: dict[str, float]
+    schedule: WeightSchedule | None = None
+    tokens_per_step: int = 1
+    journal: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.schedule is not None:
+            self.schedule.check(self.names)
+
+    def weights_at(self, step: int) -> dict[str, float]:
+        """Normalised weights in force for the windows of optimizer step `step`."""
+        base, multipliers = self._resolve(step)
+        weights = {n: base[n] * multipliers.get(n, 1.0) for n in self.names}
+        if sum(weights.values()) <= 0:  # feedback cannot revive a zeroed base; fall back to the base
+            weights = base
+        return normalise(weights)
+
+    def base_at(self, step: int) -> dict[str, float]:
+        """Normalised weights before loss feedback: fixed, scheduled, or the last live edit."""
+        return normalise(self._resolve(step)[0])
+
+    def _resolve(self, step: int) -> tuple[dict[str, float], dict[str, float]]:
+        base = self._scheduled(step)
+        multipliers = dict.fromkeys(self.names, 1.0)
+        for entry in self.journal:
+            if entry["step"] > step:
+                break
+            if entry["kind"] == "set":
+                base = dict(entry["weights"])
+            elif entry["kind"] == "feedback":
+                multipliers = dict(entry["multipliers"])
+        return base, multipliers
+
+    def _scheduled(self, step: int) -> dict[str, float]:
+        if self.schedule is None:
+            return dict(self.base)
+        position = step if self.schedule.unit == "step" else step * self.tokens_per_step
+        return self.schedule(position, self.names)
+
+    def append(self, entry: dict[str, Any]) -> None:
+        if self.journal and entry["step"] < self.journal[-1]["step"]:
+            raise ValueError(f"journal entries must be in step order: {entry['step']} after {self.journal[-1]['step']}")
+        self.journal.append(entry)
+
+
+class JournalChannel:
+    """The journal as an append-only JSON-lines file, so DataLoader worker processes see new entries.
+
+    Workers are forked copies of the dataset: an entry appended in the main process after the fork is
+    invisible to them unless it travels through something they can read. A local file costs one `stat`
+    per window to poll and needs no extra process or socket.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._offset = 0
+        self._size = -1
+
+    def write_all(self, entries: list[dict[str, Any]]) -> None:
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(e, sort_keys=True) + "\n" for e in entries)
+        os.replace(tmp, self.path)
+        self._offset, self._size = 0, -1
+
+    def append(self, entry: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(entry, sort_keys=True) + "\n")
+            f.flush()
+
+    def poll(self) -> list[dict[str, Any]]:
+        """Entries appended since the last poll (complete lines only)."""
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            return []
+        if size == self._size:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        self._size = self._offset if end == len(data) else -1
+        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+
+
+@dataclass
+class Exp3Feedback:
+    """Online Data Mixing (ODM, arXiv 2312.02406): an EXP3 bandit whose reward is each source's training loss.
+
+    A source whose loss stays high still has something to teach, so it earns weight. Unlike ODM, which trains
+    on one source per batch and must importance-weight the reward, every batch here mixes all sources, so all
+    rewards are observed each update and are used directly (full-information EXP3); the smoothed rewards are
+    ODM's moving average. The resulting policy multiplies the base weights (fixed or scheduled), so feedback
+    combines with a curriculum instead of replacing it.
+    """
+
+    smoothing: float = 0.9
+    """Moving-average factor of the rewards (ODM's alpha)."""
+    learning_rate: float | None = None
+    """EXP3 step size; None uses ODM's decaying `sqrt(ln K / (K t))`."""
+    min_weight: float = 0.0
+    """Lower clamp of each final (normalised) weight."""
+    max_weight: float = 1.0
+    """Upper clamp of each final (normalised) weight."""
+    update_every: int = 10
+    """Optimizer steps between two updates."""
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.smoothing < 1:
+            raise ValueError(f"Exp3Feedback `smoothing` must be in [0, 1), got {self.smoothing}.")
+        if not 0 <= self.min_weight <= self.max_weight <= 1:
+            raise ValueError(
+                f"Exp3Feedback needs 0 <= `min_weight` <= `max_weight` <= 1, got {self.min_weight}, {self.max_weight}."
+            )
+        if self.update_every < 1:
+            raise ValueError(f"Exp3Feedback `update_every` must be >= 1, got {self.update_every}.")
+        self._rewards: dict[str, float] = {}
+        self._updates = 0
+
+    def update(self, losses: dict[str, float], base: dict[str, float]) -> dict[str, float]:
+        """Per-source mean losses -> multipliers of the base weights (1.0 = unchanged)."""
+        names = list(base)
+        for name, loss in losses.items():
+            previous = self._rewards.get(name, loss)
+            self._rewards[name] = self.smoothing * previous + (1 - self.smoothing) * loss
+        self._updates += 1
+        k = len(names)
+        eps = min(1.0 / k, math.sqrt(math.log(k) / (k * self._updates))) if k > 1 else 1.0
+        rate = self.learning_rate if self.learning_rate is not None else eps
+        rewards = [self._rewards.get(n, 0.0) for n in names]
+        top = max(rewards)
+        scores = [math.exp(rate * (r - top)) for r in rewards]
+        total = sum(scores)
+        policy = {n: (1 - k * eps) * s / total + eps if k > 1 else 1.0 for n, s in zip(names, scores, strict=True)}
+        mixed = (
+            normalise({n: base[n] * policy[n] for n in names}) if sum(base[n] * policy[n] for n in names) > 0 else base
+        )
+        clamped = self._clamp(mixed, active=[n for n in names if base[n] > 0])
+        return {n: (clamped[n] / base[n] if base[n] > 0 else 1.0) for n in names}
+
+    def _clamp(self, weights: dict[str, float], active: list[str]) -> dict[str, float]:
+        """Clamps active weights into [min, max] while keeping the sum at 1 (a few fixed-point rounds)."""
+        w = dict(weights)
+        for _ in range(20):
+            w = {n: (min(max(w[n], self.min_weight), self.max_weight) if n in active else 0.0) for n in w}
+            total = sum(w.values())
+            if total <= 0 or abs(total - 1) < 1e-9:
+                break
+            w = {n: v / total for n, v in w.items()}
+        return w
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rewards": dict(self._rewards), "updates": self._updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._rewards = dict(state.get("rewards", {}))
+        self._updates = int(state.get("updates", 0))
+
+
+__all__ = ["Exp3Feedback", "JournalChannel", "MixtureController", "WeightSchedule", "normalise", "validate_weights"]

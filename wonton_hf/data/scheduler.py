@@ -1,0 +1,563 @@
+"""The Online Data Scheduler (paper section 2.2): an `IterableDataset` that streams, mixes, packs and resumes.
+
+Data flows one way: sources -> per-source pipeline (`pipeline.SourceStream`) -> multiplexer -> packer ->
+collator -> model -> callbacks. The only edge back is the mixture journal (`mixture.py`): callbacks append
+weight changes that take effect at a future optimizer step, and every shard reads them at that step.
+
+Where each shard stands travels *with the data*: every window carries a small `data_state` snapshot (the
+frontiers of its shard, the multiplexer accounting, counters). The collator keeps the last one of each batch,
+the training callback hands it back to the scheduler object in the main process (`observe`), so
+`state_dict()` describes exactly what the model consumed, not what DataLoader workers prefetched. This is
+what torchdata's `StatefulDataLoader` does internally; the Trainer (5.23) neither builds that loader nor
+saves its state, and the snapshot route also works with a plain `DataLoader` and any number of workers.
+When the scheduler runs inside a `StatefulDataLoader` its `state_dict`/`load_state_dict` are the per-worker
+hooks that loader calls.
+
+State (a JSON-able dict per rank; `STATE_SCHEMA` documents it and a test checks it):
+positions are computed from it, never replayed. With the same world size and worker count the stream
+continues window for window; otherwise the old frontiers become history and no record is lost or repeated.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import tempfile
+import weakref
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .mixture import JournalChannel, MixtureController, WeightSchedule, validate_weights
+from .multiplexer import DeficitMultiplexer
+from .packing import fill_window, window_tensors
+from .pipeline import History, SourceStream, new_frontier
+from .sources import DataSource, load_sources, validate_sources
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+STATE_SCHEMA: dict[str, str] = {
+    "version": "int: format version of this dict",
+    "rank": "int: rank that saved it",
+    "world_size": "int: number of ranks when saved",
+    "num_workers": "int|None: DataLoader workers per rank (None: nothing consumed yet in this layout)",
+    "seed": "int: the scheduler seed",
+    "block_size": "int: records per shuffle block",
+    "batch_size": "int: windows per batch of one rank",
+    "gradient_accumulation_steps": "int: batches per optimizer step",
+    "tokens_per_step": "int: tokens per optimizer step over all ranks",
+    "saved_in_worker": "bool: saved by a StatefulDataLoader worker (it restores worker order itself)",
+    "sources": "{name: {files: int, crc: int}}: the file list each frontier refers to",
+    "base_step": "int: optimizer step at which this layout started",
+    "base_tokens": "int: tokens the whole run had seen when this layout started",
+    "history": "{name: [{num_shards, frontiers: [frontier per old shard]}]}: frontiers of earlier layouts",
+    "journal": "[{step, kind, weights|multipliers, reason}]: every mixture change with its effective step",
+    "roles": "{role: shard snapshot}: per DataLoader worker role, the snapshot of its last consumed window",
+    "totals": "{name: {tokens, documents}}: counters carried over from earlier layouts",
+    "rotation": "int: the worker role whose batch comes next after a resume (DataLoader workers take turns)",
+}
+SHARD_SCHEMA: dict[str, str] = {
+    "role": "int: DataLoader worker role within the rank",
+    "shard": "int: rank * num_workers + role",
+    "num_workers": "int: workers per rank",
+    "windows": "int: windows this role emitted in this layout",
+    "frontiers": "{name: {epoch, file, block, record, token, done}}",
+    "multiplexer": "{target: [float], emitted: [int]}: deficit accounting",
+    "skips": "{name: {reason: int}}",
+    "tokens": "{name: int}",
+    "documents": "{name: int}",
+    "step": "int: optimizer step of the last window",
+}
+
+
+def _backend(tokenizer: Any) -> Any:
+    return getattr(tokenizer, "backend_tokenizer", tokenizer)
+
+
+class OnlineDataScheduler(IterableDataset):
+    """Streams packed `seq_len` windows mixed from `sources` by weights that may change during training.
+
+    Args:
+        sources: `DataSource`s, or a YAML file/string with a `sources:` list.
+        tokenizer: a fast tokenizer (`PreTrainedTokenizerFast` or `tokenizers.Tokenizer`).
+        seq_len: tokens per window.
+        seed: seeds file order, shuffle blocks and multiplexer tie-breaks.
+        rank, world_size: this process among the data-parallel ranks; None reads `RANK`/`WORLD_SIZE` (launcher).
+        batch_size: windows per batch of one rank (`per_device_train_batch_size`): batches are the unit of
+            `stratified` and, with `gradient_accumulation_steps`, how a worker knows the optimizer step.
+        gradient_accumulation_steps: batches per optimizer step.
+        block_size: records per shuffle block (the shuffle buffer).
+        stratified: every batch matches the weights up to one document (instead of the stream as a whole).
+        schedule: a `WeightSchedule` (or its dict) over steps or tokens.
+        eos_token_id, pad_token_id, bos_token_id: default from the tokenizer; BOS is added only if given.
+        journal_dir: where the mixture journal file for DataLoader workers lives (default: the temp dir).
+    """
+
+    def __init__(
+        self,
+        sources: list[DataSource] | str,
+        tokenizer: Any,
+        seq_len: int = 2048,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        *,
+        batch_size: int = 1,
+        gradient_accumulation_steps: int = 1,
+        block_size: int = 1024,
+        stratified: bool = False,
+        schedule: WeightSchedule | dict[str, Any] | None = None,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        bos_token_id: int | None = None,
+        journal_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.sources = load_sources(sources) if isinstance(sources, str) else list(sources)
+        validate_sources(self.sources)
+        self.names = [s.name for s in self.sources]
+        self.backend = _backend(tokenizer)
+        self._tokenizer = tokenizer
+        self.seq_len = _positive("seq_len", seq_len)
+        self.seed = int(seed)
+        self.rank = int(os.environ.get("RANK", 0)) if rank is None else int(rank)
+        self.world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else int(world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(
+                f"OnlineDataScheduler: `rank` must be in [0, world_size={self.world_size}), got {self.rank}."
+            )
+        self.batch_size = _positive("batch_size", batch_size)
+        self.gradient_accumulation_steps = _positive("gradient_accumulation_steps", gradient_accumulation_steps)
+        self.block_size = _positive("block_size", block_size)
+        self.stratified = bool(stratified)
+        self.eos_token_id = self._special_id(tokenizer, eos_token_id, "eos", required=True)
+        self.pad_token_id = self._special_id(tokenizer, pad_token_id, "pad", required=False)
+        self.bos_token_id = bos_token_id
+        if isinstance(schedule, dict):
+            schedule = WeightSchedule.from_dict(schedule)
+        self.controller = MixtureController(
+            self.names, {s.name: float(s.weight) for s in self.sources}, schedule, self.tokens_per_step
+        )
+        directory = journal_dir or tempfile.gettempdir()
+        handle, path = tempfile.mkstemp(prefix=f"wonton_mixture_rank{self.rank}_", suffix=".jsonl", dir=directory)
+        os.close(handle)
+        self.channel = JournalChannel(path)
+        weakref.finalize(self, _unlink, path)  # only the original object cleans up, not worker copies
+        self.lookahead_steps = 1
+        """Steps between a mixture decision and its effect; the training callback sets it from the DataLoader."""
+        self._loaded: list[dict[str, Any]] | None = None
+        self._state = self._fresh_state()
+
+    # ---- configuration helpers ----
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.seq_len * self.batch_size * self.gradient_accumulation_steps * self.world_size
+
+    def _special_id(self, tokenizer: Any, given: int | None, kind: str, required: bool) -> int:
+        """From the argument, the transformers tokenizer, or the usual token strings of a bare `tokenizers` one."""
+        if given is not None:
+            return int(given)
+        found = getattr(tokenizer, f"{kind}_token_id", None)
+        candidates = {"eos": ("</s>", "<|endoftext|>", "<eos>"), "pad": ("<pad>", "<|pad|>")}[kind]
+        for token in candidates if found is None and hasattr(self.backend, "token_to_id") else ():
+            found = self.backend.token_to_id(token)
+            if found is not None:
+                break
+        if found is None:
+            if required:
+                raise ValueError(
+                    f"OnlineDataScheduler: the tokenizer has no {kind.upper()} token; pass `{kind}_token_id=`."
+                )
+            return 0
+        return int(found)
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
+
+    # ---- iteration ----
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        num_workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        self._prepare_layout(num_workers)
+        role = (worker + self._state.get("rotation", 0)) % num_workers
+        run = _ShardRun(self, role, num_workers, self._role_start(role, num_workers))
+        for item in run:
+            if info is None:
+                self.observe(item["data_state"])
+            yield item
+
+    def observe(self, snapshot: dict[str, Any]) -> None:
+        """Records that the window carrying `snapshot` was consumed (main process)."""
+        if self._state["num_workers"] is not None and snapshot["num_workers"] != self._state["num_workers"]:
+            self._prepare_layout(snapshot["num_workers"])
+        self._state["num_workers"] = snapshot["num_workers"]
+        self._state["roles"][str(snapshot["role"])] = snapshot
+
+    # ---- state ----
+
+    def _fresh_state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "num_workers": None,
+            "seed": self.seed,
+            "block_size": self.block_size,
+            "batch_size": self.batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "tokens_per_step": self.tokens_per_step,
+            "saved_in_worker": False,
+            "sources": {s.name: _file_signature(s.files) for s in self.sources},
+            "base_step": 0,
+            "base_tokens": 0,
+            "history": {name: [] for name in self.names},
+            "journal": [],
+            "roles": {},
+            "totals": {},
+            "rotation": 0,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position of what was consumed, as a plain JSON-able dict (see `STATE_SCHEMA`)."""
+        if get_worker_info() is not None and getattr(self, "_live_run", None) is not None:
+            # Inside a StatefulDataLoader worker: this worker's own position.
+            self.observe(self._live_run.snapshot())
+            self._state["saved_in_worker"] = True
+        state = copy.deepcopy(self._state)
+        state["journal"] = copy.deepcopy(self.controller.journal)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Accepts this rank's state, or `{"ranks": [state of every old rank]}` (needed when the world size changed)."""
+        ranks = state["ranks"] if "ranks" in state else [state]
+        for s in ranks:
+            if s.get("version") != STATE_VERSION:
+                raise ValueError(f"OnlineDataScheduler: state version {s.get('version')} is not {STATE_VERSION}.")
+            self._check_sources(s)
+        self._loaded = copy.deepcopy(ranks)
+        same = all(s["world_size"] == self.world_size for s in ranks) and any(s["rank"] == self.rank for s in ranks)
+        mine = next((s for s in ranks if s["rank"] == self.rank), None) if same else None
+        self._state = copy.deepcopy(mine) if mine is not None else self._elastic_state(ranks)
+        self._state["rotation"] = self._rotation(self._state)
+        self.controller.journal = copy.deepcopy(ranks[0]["journal"])
+        self.channel.write_all(self.controller.journal)
+
+    def _check_sources(self, state: dict[str, Any]) -> None:
+        for name in ("seed", "block_size"):
+            if state.get(name) != getattr(self, name):
+                raise ValueError(
+                    f"OnlineDataScheduler: the checkpoint was written with `{name}`={state.get(name)}, this scheduler "
+                    f"has {getattr(self, name)}; positions refer to that shuffle, so build the scheduler with the same value."
+                )
+        for source in self.sources:
+            saved = state["sources"].get(source.name)
+            if saved is not None and saved != _file_signature(source.files):
+                raise ValueError(
+                    f"OnlineDataScheduler: the files of source `{source.name}` changed since the checkpoint "
+                    f"({saved['files']} files then, {len(source.files)} now); positions would not match. Restore "
+                    "the file list, or rename the source to start it afresh."
+                )
+
+    def _elastic_state(self, ranks: list[dict[str, Any]]) -> dict[str, Any]:
+        """A new layout: old frontiers become one more history entry per source."""
+        state = self._fresh_state()
+        old = ranks[0]
+        state["journal"] = old["journal"]
+        workers = {s["num_workers"] for s in ranks}
+        if workers == {None}:  # nothing consumed in the old layout: it adds no history
+            state.update(history=old["history"], base_step=old["base_step"], base_tokens=old["base_tokens"])
+            state["totals"] = old.get("totals", {}) if self.rank == 0 else {}
+            return state
+        if len(workers) != 1:
+            raise ValueError(f"OnlineDataScheduler: ranks of the checkpoint disagree on num_workers ({workers}).")
+        num_workers = workers.pop()
+        world = old["world_size"]
+        if sorted(s["rank"] for s in ranks) != list(range(world)):
+            raise ValueError(
+                f"OnlineDataScheduler: resuming on a different layout needs the states of all {world} ranks of the "
+                "checkpoint; load `{'ranks': [state of rank 0, rank 1, ...]}` (DataSchedulerCallback does)."
+            )
+        shards = world * num_workers
+        for name in self.names:
+            frontiers = [None] * shards
+            for s in ranks:
+                for role in range(num_workers):
+                    snap = s["roles"].get(str(role))
+                    start = _role_start_frontier(s, name)
+                    frontiers[s["rank"] * num_workers + role] = snap["frontiers"].get(name, start) if snap else start
+            state["history"][name] = list(old["history"].get(name, [])) + [
+                {"num_shards": shards, "frontiers": frontiers}
+            ]
+        consumed = max(_consumed_batches(s) for s in ranks)
+        steps = consumed // old.get("gradient_accumulation_steps", self.gradient_accumulation_steps)
+        state["base_step"] = old["base_step"] + steps
+        state["base_tokens"] = old["base_tokens"] + steps * old.get("tokens_per_step", self.tokens_per_step)
+        if self.rank == 0:
+            state["totals"] = _sum_totals(ranks, self.names)
+        return state
+
+    def _rotation(self, state: dict[str, Any]) -> int:
+        """Which role the first batch after a resume must come from (DataLoader workers take turns)."""
+        if not state["roles"] or state["num_workers"] is None or state.get("saved_in_worker"):
+            return 0
+        return _consumed_batches(state) % state["num_workers"]
+
+    def _prepare_layout(self, num_workers: int) -> None:
+        """A different worker count than saved turns an exact resume into an elastic one."""
+        saved = self._state["num_workers"]
+        if saved is not None and saved != num_workers:
+            logger.warning(
+                "OnlineDataScheduler: checkpoint had %d DataLoader workers per rank, now %d; resuming without loss "
+                "or repetition, but the stream differs from the uninterrupted one.",
+                saved,
+                num_workers,
+            )
+            self._state = self._elastic_state([self._state] if self._loaded is None else self._loaded)
+            self._state["rotation"] = 0
+
+    def _role_start(self, role: int, num_workers: int) -> dict[str, Any] | None:
+        snap = self._state["roles"].get(str(role))
+        return copy.deepcopy(snap) if snap is not None and snap["num_workers"] == num_workers else None
+
+    # ---- mixture control (main process) ----
+
+    @property
+    def current_step(self) -> int:
+        return self._state["base_step"] + _consumed_batches(self._state) // self.gradient_accumulation_steps
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Normalised weights in force at the current step."""
+        return self.controller.weights_at(self.current_step)
+
+    def next_effective_step(self) -> int:
+        return self.current_step + self.lookahead_steps
+
+    def set_weights(self, weights: dict[str, float], step: int | None = None, reason: str = "api") -> int:
+        """Validates and journals a weight change; returns the step at which it takes effect.
+
+        Sources left out keep their weight. A rejected change raises ValueError and leaves the weights as they are.
+        """
+        effective = self.next_effective_step() if step is None else int(step)
+        try:
+            merged = validate_weights(weights, self.names, self.controller.weights_at(effective))
+        except ValueError as err:
+            logger.warning("mixture change rejected (%s): %s; weights unchanged", reason, err)
+            raise ValueError(f"mixture change rejected: {err}") from err
+        self._journal({"step": effective, "kind": "set", "weights": merged, "reason": reason})
+        return effective
+
+    def set_feedback(self, multipliers: dict[str, float], step: int | None = None) -> int:
+        effective = self.next_effective_step() if step is None else int(step)
+        self._journal({"step": effective, "kind": "feedback", "multipliers": multipliers, "reason": "loss feedback"})
+        return effective
+
+    def _journal(self, entry: dict[str, Any]) -> None:
+        self.controller.append(entry)
+        self.channel.append(entry)
+        logger.info(
+            "mixture change (%s) takes effect at step %d: %s",
+            entry["reason"],
+            entry["step"],
+            {k: round(v, 4) for k, v in self.controller.weights_at(entry["step"]).items()},
+        )
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Tokens, documents and skips (per reason) per source, over the consumed windows of this rank."""
+        out = {s.name: {"language": s.language, "tokens": 0, "documents": 0, "skipped": {}} for s in self.sources}
+        for name, totals in self._state.get("totals", {}).items():
+            if name in out:
+                out[name]["tokens"] += totals.get("tokens", 0)
+                out[name]["documents"] += totals.get("documents", 0)
+        for snap in self._state["roles"].values():
+            for name in self.names:
+                out[name]["tokens"] += snap["tokens"].get(name, 0)
+                out[name]["documents"] += snap["documents"].get(name, 0)
+                for reason, n in snap["skips"].get(name, {}).items():
+                    out[name]["skipped"][reason] = out[name]["skipped"].get(reason, 0) + n
+        return out
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _positive(name: str, value: int) -> int:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"OnlineDataScheduler: `{name}` must be a positive integer, got {value!r}.")
+    return value
+
+
+def _file_signature(files: list[str]) -> dict[str, int]:
+    return {"files": len(files), "crc": zlib.crc32("\n".join(files).encode())}
+
+
+def _consumed_batches(state: dict[str, Any]) -> int:
+    """Batches this rank consumed in its layout: each role's batches, counted from its windows."""
+    batch = state.get("batch_size", 1)
+    return sum(math.ceil(s["windows"] / batch) for s in state["roles"].values())
+
+
+def _role_start_frontier(state: dict[str, Any], name: str) -> dict[str, Any]:
+    history = state["history"].get(name, [])
+    return new_frontier(History(history, state["sources"].get(name, {}).get("files", 0)).min_epoch())
+
+
+def _sum_totals(ranks: list[dict[str, Any]], names: list[str]) -> dict[str, dict[str, int]]:
+    totals = {n: {"tokens": 0, "documents": 0} for n in names}
+    for s in ranks:
+        for name, t in s.get("totals", {}).items():
+            if name in totals:
+                totals[name]["tokens"] += t.get("tokens", 0)
+                totals[name]["documents"] += t.get("documents", 0)
+        for snap in s["roles"].values():
+            for name in names:
+                totals[name]["tokens"] += snap["tokens"].get(name, 0)
+                totals[name]["documents"] += snap["documents"].get(name, 0)
+    return totals
+
+
+class _ShardRun:
+    """One shard's stream: its source pipelines, multiplexer and packer, with the snapshot of its position."""
+
+    def __init__(self, scheduler: OnlineDataScheduler, role: int, num_workers: int, start: dict[str, Any] | None):
+        self.s = scheduler
+        self.role = role
+        self.num_workers = num_workers
+        self.shard = scheduler.rank * num_workers + role
+        num_shards = scheduler.world_size * num_workers
+        start = start or {}
+        frontiers = start.get("frontiers", {})
+        skips = start.get("skips", {})
+        self.streams = [
+            SourceStream(
+                source,
+                scheduler.seed,
+                self.shard,
+                num_shards,
+                scheduler.block_size,
+                scheduler.tokenize,
+                scheduler.eos_token_id,
+                frontier=frontiers.get(source.name),
+                history=scheduler._state["history"].get(source.name, []),
+                skips=skips.get(source.name),
+                bos_id=scheduler.bos_token_id,
+            )
+            for source in scheduler.sources
+        ]
+        self.mux = DeficitMultiplexer(
+            scheduler.names, seed=scheduler.seed * 1_000_003 + self.shard, stratified=scheduler.stratified
+        )
+        if "multiplexer" in start:
+            self.mux.load_state_dict(start["multiplexer"])
+        self.controller = copy.copy(scheduler.controller)
+        self.controller.journal = list(scheduler.controller.journal)
+        self.channel = JournalChannel(scheduler.channel.path)
+        self.windows = start.get("windows", 0)
+        self.tokens = dict(start.get("tokens", {}))
+        self.documents = dict(start.get("documents", {}))
+        self.step = start.get("step", -1)
+        self._weights_cache: tuple[Any, list[float]] | None = None
+        self._window_weights: list[float] = []
+        # The file mirrors the whole journal; entries appended after this copy of the scheduler was made (a
+        # worker forked before a change) are the ones beyond the copied journal.
+        known = len(self.controller.journal)
+        self._pending = self.channel.poll()[known:]
+
+    def step_of_window(self, n: int) -> int:
+        batch_in_rank = (n // self.s.batch_size) * self.num_workers + self.role
+        return self.s._state["base_step"] + batch_in_rank // self.s.gradient_accumulation_steps
+
+    def effective_weights(self, step: int) -> list[float]:
+        available = tuple(not st.exhausted for st in self.streams)
+        key = (step, available, len(self.controller.journal))
+        if self._weights_cache is None or self._weights_cache[0] != key:
+            weights = self.controller.weights_at(step)
+            masked = {n: (w if ok else 0.0) for (n, w), ok in zip(weights.items(), available, strict=True)}
+            total = sum(masked.values())
+            values = [v / total for v in masked.values()] if total > 0 else [0.0] * len(masked)
+            self._weights_cache = (key, values)
+        return self._weights_cache[1]
+
+    def _poll_journal(self, step: int) -> None:
+        entries, self._pending = self._pending + self.channel.poll(), []
+        for entry in entries:
+            if entry["step"] <= self.step:
+                raise RuntimeError(
+                    f"mixture change for step {entry['step']} reached data shard {self.shard} after it had produced "
+                    f"windows for step {self.step}; the change would not be applied consistently. Raise "
+                    "`OnlineDataScheduler.lookahead_steps` (set from the DataLoader prefetch by the callback)."
+                )
+            self.controller.append(entry)
+
+    def next_chunk(self, room: int) -> tuple[int, list[int]] | None:
+        """The next segment: the source furthest behind gives the rest of its current document, up to `room`.
+
+        The source is chosen at every segment, not every document: a document longer than the room left is
+        cut, and its rest comes in a later window when its source is due again. Cuts cost nothing (positions
+        restart at every window anyway), and shares then track the weights to within one window even when
+        single documents are longer than a window.
+        """
+        while True:
+            source = self.mux.pick(self._window_weights, [not st.exhausted for st in self.streams])
+            if source is None:
+                return None
+            taken = self.streams[source].take(room)
+            if taken is None:  # exhausted with `stop`: its weight goes to the others
+                self.mux.drop(source)
+                logger.info("source %s exhausted on shard %d", self.s.names[source], self.shard)
+                self._window_weights = self.effective_weights(self.step)
+                continue
+            tokens, finished = taken
+            name = self.s.names[source]
+            self.mux.record(source, len(tokens), self._window_weights)
+            self.tokens[name] = self.tokens.get(name, 0) + len(tokens)
+            if finished:
+                self.documents[name] = self.documents.get(name, 0) + 1
+            return source, tokens
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.s._live_run = self
+        while True:
+            step = self.step_of_window(self.windows)
+            self._poll_journal(step)
+            if self.windows % self.s.batch_size == 0:
+                self.mux.batch_boundary()
+            self._window_weights = self.effective_weights(step)
+            self.step = step
+            window = fill_window(self.s.seq_len, self.next_chunk, self.s.pad_token_id)
+            if window is None:
+                return
+            self.windows += 1
+            item = window_tensors(window)
+            item["data_state"] = self.snapshot()
+            yield item
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "shard": self.shard,
+            "num_workers": self.num_workers,
+            "windows": self.windows,
+            "frontiers": {st.source.name: dict(st.frontier) for st in self.streams},
+            "multiplexer": self.mux.state_dict(),
+            "skips": {st.source.name: dict(st.skips.counts) for st in self.streams},
+            "tokens": dict(self.tokens),
+            "documents": dict(self.documents),
+            "step": self.step,
+        }
+
+
+__all__ = ["OnlineDataScheduler", "SHARD_SCHEMA", "STATE_SCHEMA"]
