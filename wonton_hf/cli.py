@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = [
     "wonton_hf.convert.cli",
     "wonton_hf.evaluation.cli",
     "wonton_hf.tokenization.cli",
+    "wonton_hf.callbacks.cli",
 ]
 
 

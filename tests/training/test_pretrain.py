@@ -1,0 +1,124 @@
+"""The main job end to end: real Trainer, real tokenizer trained at start-up, real data scheduler."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import wonton_hf  # noqa: F401
+from wonton_hf.training import LaunchError, build_trainer, check_launch, load_run_config, run
+from wonton_hf.training import launch as launch_module
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "examples" / "configs" / "runs" / "wonton-tiny-cpu.yaml"
+DRIVER = Path(__file__).with_name("pretrain_driver.py")
+SMALL = ["data.seq_len=64", "train.per_device_batch_size=4", "train.global_batch_tokens=256",
+         "tokenizer.vocab_size=512", "tokenizer.max_documents_per_source=30", "train.logging_steps=1",
+         "optimizer.warmup_steps=2", "train.report_to=[]"]
+
+
+def small(tmp_path, *extra):
+    return SMALL + [f"output_dir={tmp_path}", *extra]
+
+
+def test_demo_trains_saves_and_the_result_loads_and_generates(tmp_path):
+    config = load_run_config(DEMO, small(tmp_path, "train.max_steps=12", "train.save_steps=6"))
+    prepared = build_trainer(config)
+    final = run(prepared)
+    losses = [e["loss"] for e in prepared.trainer.state.log_history if "loss" in e]
+    assert len(losses) == 12 and losses[-1] < losses[0]
+    assert (config.run_dir / "checkpoint-12" / "COMPLETE").is_file()
+    model = AutoModelForCausalLM.from_pretrained(final)
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    ids = tokenizer("The weather", return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 5
+    assert (config.run_dir / "run_config.yaml").is_file() and (config.run_dir / "tokenizer" / "tokenizer.json").is_file()
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    state = json.loads((run_dir / "checkpoint-12" / "trainer_state.json").read_text())
+    return {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
+
+
+def _data(run_dir: Path) -> dict[int, dict[str, float]]:
+    state = json.loads((run_dir / "checkpoint-12" / "trainer_state.json").read_text())
+    return {e["step"]: {k: v for k, v in e.items() if k.startswith("data/tokens")} for e in state["log_history"] if "loss" in e}
+
+
+def _drive(args, env=None, check=True):
+    return subprocess.run([sys.executable, str(DRIVER), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, **(env or {})}, check=False)
+
+
+def test_kill_9_then_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    common = ["train.max_steps=12", "train.save_steps=3", "train.save_total_limit=null"]
+    reference = _drive([str(DEMO), *small(tmp_path / "ref", *common)])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    kill_at = random.Random().randint(4, 11)  # killed in on_step_end: before that step's checkpoint is written
+    # BPE training breaks count ties in hash order (tokenizers' word map), so both runs share one tokenizer
+    common.append(f"tokenizer.path={tmp_path / 'ref' / 'pretrain-demo' / 'tokenizer'}")
+    killed = _drive([f"--kill-at={kill_at}", str(DEMO), *small(tmp_path / "run", *common)])
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    resumed = _drive([str(DEMO), *small(tmp_path / "run", *common)])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming from {tmp_path / 'run' / 'pretrain-demo' / f'checkpoint-{((kill_at - 1) // 3) * 3}'}" in resumed.stderr
+    ref_losses, run_losses = _losses(tmp_path / "ref" / "pretrain-demo"), _losses(tmp_path / "run" / "pretrain-demo")
+    assert sorted(run_losses) == list(range(1, 13))
+    for step in range(1, 13):
+        assert run_losses[step] == pytest.approx(ref_losses[step], rel=1e-6, abs=1e-6), (step, kill_at)
+    assert _data(tmp_path / "run" / "pretrain-demo") == _data(tmp_path / "ref" / "pretrain-demo")
+
+
+def test_two_cpu_processes_train_with_ddp(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         str(DRIVER), str(DEMO), *small(tmp_path, "train.max_steps=4", "train.global_batch_tokens=512")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((tmp_path / "pretrain-demo" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert (tmp_path / "pretrain-demo" / "checkpoint-4" / "data_scheduler" / "rank1.json").is_file()
+
+
+def test_deepspeed_without_a_launcher_is_refused_with_the_command_to_use(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    config = load_run_config(DEMO, small(tmp_path, f"train.deepspeed={ROOT / 'examples/configs/deepspeed/zero2.json'}"))
+    with pytest.raises(LaunchError, match="accelerate launch --config_file"):
+        check_launch(config)
+
+
+def test_accelerate_cpu_with_two_processes_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(launch_module, "_parent_command_line",
+                        lambda: ["/venv/bin/python", "/venv/bin/accelerate", "launch", "--num_processes", "2", "--cpu", "x.py"])
+    with pytest.raises(LaunchError, match="multi_cpu.yaml"):
+        check_launch(load_run_config(DEMO, small(tmp_path)))
+
+
+def test_deepspeed_zero2_on_two_cpu_processes_shards_the_optimizer(tmp_path):
+    """The GPU recipe (accelerate + DeepSpeed ZeRO-2 + zero2.json with "auto" values) run on 2 CPU processes."""
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+         str(ROOT / "examples/configs/accelerate/deepspeed_zero2_cpu.yaml"), "--main_process_port", "29534",
+         str(DRIVER), str(DEMO), *small(tmp_path, "train.max_steps=4", "train.global_batch_tokens=512",
+                                       f"train.deepspeed={ROOT / 'examples/configs/deepspeed/zero2.json'}")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = tmp_path / "pretrain-demo" / "checkpoint-4"
+    shards = sorted((checkpoint / "global_step4").glob("zero_pp_rank_*_mp_rank_00_optim_states.pt"))
+    assert [s.name[:14] for s in shards] == ["zero_pp_rank_0", "zero_pp_rank_1"]
+    # each rank holds its half of the fp32 Adam state (partitions differ by at most padding)
+    states = [torch.load(s, map_location="cpu", weights_only=False)["optimizer_state_dict"] for s in shards]
+    sizes = [sum(t.numel() for t in st["single_partition_of_fp32_groups"]) for st in states]
+    n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(checkpoint).parameters())
+    assert abs(sizes[0] - sizes[1]) <= 16 and sum(sizes) >= n_params
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == 4

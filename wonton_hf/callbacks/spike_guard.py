@@ -1,0 +1,296 @@
+"""`SpikeGuard`: skip the update of a bad step; after several in a row, roll back to the last good checkpoint.
+
+A step is bad when its loss (averaged over micro-batches and ranks, taken from the model's output by a
+forward hook) is NaN/inf, or above mean + `threshold_std` * std of the last `window` good steps, or when a
+metric another callback published for this step (e.g. `stability/max_attn_logit/max` from a
+`StabilityMonitor` placed before this guard) is above its entry in `metric_thresholds`.
+
+Skipping, without a Trainer subclass: `on_pre_optimizer_step` runs after backward and clipping and right
+before `optimizer.step()`. Setting every `.grad` to None there makes the step a no-op for torch
+optimizers: parameters without a gradient are left out of the update, so weights, moments, step counts
+and weight decay are all untouched (zeroing the gradients would not do: Adam would still decay its
+moments and apply weight decay). The LR scheduler still advances with the step counter, as it does for
+the steps a GradScaler skips. The data of a skipped step is consumed and not trained on.
+
+Rollback, after `max_bad_steps` bad steps in a row: model weights and optimizer state are loaded from the
+newest checkpoint saved at or before the last good step (with a `COMPLETE` marker when the run writes
+them). By default the step counter, the LR schedule and the data stream go on from where they are, so the
+steps between that checkpoint and the trouble, and their batches, count as skipped — PaLM's remedy
+(section 5.1: restart ~100 steps before the spike, skip the 200-500 batches around it). With
+`rewind_schedule: true` the Trainer's step counter and the LR scheduler go back to the checkpoint too;
+the Trainer's loss logging then pauses until the counter passes the step it last logged, and the
+log history holds those step numbers twice. The data stream is never rewound: replaying the same batches
+deterministically would likely reproduce the spike, and a dataset's `load_state_dict` only takes effect
+when the Trainer restarts iteration, which a callback cannot do. Checkpoints newer than the rollback
+point hold the abandoned trajectory and are renamed `<name>-rolled-back`, so resuming never picks them.
+
+DeepSpeed runs `engine.step()` inside `accelerator.backward`, before any callback sees the step: there
+the guard detects and logs bad steps but cannot skip them, and instead of rolling back in-process it
+stops training, so that the launcher's resume restarts from the last complete checkpoint (loading ZeRO
+shards is the engine's job, not a callback's); checkpoints due while such a bad streak lasts are not
+written, and `needs_resume` tells the launcher not to save the in-memory model as a result. Every event is logged under `spike/…` with its step and kept in the resume state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from ._common import LoggingCallback, StepLossCapture, distributed, step_metrics, uses_deepspeed
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "spike"
+COMPLETE_MARKER = "COMPLETE"  # written by wonton_hf.training.checkpoints once every rank finished a save
+_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+_MAX_EVENTS = 1000
+
+
+@dataclass(eq=False)  # identity equality: the Trainer finds callbacks by object
+class SpikeGuard(LoggingCallback, ExportableState):
+    """Skips updates of bad steps and rolls back to the last good checkpoint after repeated trouble."""
+
+    enabled: bool = True
+    """False: the callback does nothing"""
+    window: int = 100
+    """good steps whose losses form the reference mean and standard deviation"""
+    min_window: int = 20
+    """good steps needed before the mean + k*std test applies (NaN/inf and thresholds apply from step 1)"""
+    threshold_std: float = 6.0
+    """k: a loss above mean + k * std of the window is a spike"""
+    metric_thresholds: dict[str, float] = field(default_factory=dict)
+    """metric key -> bound; a step whose published metric exceeds it is bad (publishers must come first)"""
+    max_bad_steps: int = 3
+    """M: this many bad steps in a row trigger a rollback"""
+    max_rollbacks: int = 5
+    """rollbacks allowed in one run; one more stops training with an error in the log"""
+    rollback: bool = True
+    """False: only skip (and log), never roll back"""
+    rewind_schedule: bool = False
+    """on rollback also take the step counter and LR scheduler back to the checkpoint (see the module docstring)"""
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        for name in ("window", "min_window", "max_bad_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SpikeGuard: `{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.min_window > self.window:
+            raise ValueError(f"SpikeGuard: `min_window` ({self.min_window}) must be <= `window` ({self.window}).")
+        if self.threshold_std <= 0:
+            raise ValueError(f"SpikeGuard: `threshold_std` must be positive, got {self.threshold_std}.")
+        self._capture = StepLossCapture()
+        self._state: dict[str, Any] = self._fresh_state()
+        self._deepspeed = False
+        self._stopped = False  # this process only: a resumed run starts clean
+
+    @staticmethod
+    def _fresh_state() -> dict[str, Any]:
+        return {"losses": [], "bad_in_a_row": 0, "last_good_step": 0, "skipped": 0, "rollbacks": 0, "events": []}
+
+    # -- state (plain dict; also saved by the Trainer in trainer_state.json via ExportableState) -------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self._state, allow_nan=False))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        fresh = self._fresh_state()
+        self._state = {key: state.get(key, default) for key, default in fresh.items()}
+
+    def state(self) -> dict:
+        options = {k: v for k, v in asdict(self).items()}
+        return {"args": options, "attributes": {"guard_state": self.state_dict()}}
+
+    @property
+    def guard_state(self) -> dict[str, Any]:
+        return self.state_dict()
+
+    @guard_state.setter
+    def guard_state(self, value: dict[str, Any]) -> None:
+        self.load_state_dict(value)
+
+    # -- events ---------------------------------------------------------------------------------------------
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if not self.enabled or model is None:
+            return
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if state.global_step > 0 and isinstance(saved, dict) and "attributes" in saved:
+            self.load_state_dict(saved["attributes"].get("guard_state", {}))  # resumed run: keep the window
+        self._deepspeed = uses_deepspeed(args)
+        self._capture.attach(model)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._capture.detach()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # A bad update that could not be skipped (DeepSpeed) may have broken the weights: never let it
+        # become a checkpoint, so that a resume starts from before the trouble.
+        if self.enabled and self._deepspeed and self._state["bad_in_a_row"] > 0 and control.should_save:
+            control.should_save = False
+            self._event(control, state.global_step, "save_suppressed", reason="unskipped bad step")
+
+    @property
+    def needs_resume(self) -> bool:
+        """True once the guard stopped training (DeepSpeed trouble, or too many rollbacks): do not treat the
+        weights in memory as a result; restart from the last complete checkpoint instead."""
+        return self._stopped
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
+        if not self.enabled or model is None:
+            return
+        step = state.global_step + 1
+        loss = self._capture.reduce(args).get("loss")
+        reason = self._judge(loss, step_metrics(model, step))
+        if reason is None:
+            self._accept(step, loss)
+            return
+        self._state["bad_in_a_row"] += 1
+        if not self._deepspeed:
+            for parameter in model.parameters():
+                parameter.grad = None  # the optimizer skips parameters without a gradient: nothing changes
+            self._state["skipped"] += 1
+        self._event(control, step, "skip" if not self._deepspeed else "bad_step_not_skipped", reason=reason, loss=loss)
+        if self.rollback and self._state["bad_in_a_row"] >= self.max_bad_steps:
+            self._roll_back(args, state, control, step, model, optimizer, lr_scheduler)
+
+    # -- decisions ------------------------------------------------------------------------------------------
+
+    def _judge(self, loss: float | None, published: dict[str, float]) -> str | None:
+        """Why this step is bad, or None."""
+        if loss is not None and not math.isfinite(loss):
+            return "non_finite_loss"
+        losses = self._state["losses"]
+        if loss is not None and len(losses) >= self.min_window:
+            mean = sum(losses) / len(losses)
+            std = math.sqrt(sum((x - mean) ** 2 for x in losses) / len(losses))
+            if loss > mean + self.threshold_std * std:
+                return f"loss_spike({loss:.4g} > {mean:.4g} + {self.threshold_std:g}*{std:.3g})"
+        for key, bound in self.metric_thresholds.items():
+            value = published.get(key)
+            if value is not None and (not math.isfinite(value) or value > bound):
+                return f"{key}={value:.4g} > {bound:g}"
+        return None
+
+    def _accept(self, step: int, loss: float | None) -> None:
+        self._state["bad_in_a_row"] = 0
+        self._state["last_good_step"] = step
+        if loss is not None:
+            self._state["losses"] = (self._state["losses"] + [loss])[-self.window:]
+
+    def _event(self, control, step: int, kind: str, **details: Any) -> None:
+        # Non-finite losses are kept as text: the state must stay strict JSON.
+        kept = {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in details.items() if v is not None}
+        self._state["events"] = (self._state["events"] + [{"step": step, "event": kind, **kept}])[-_MAX_EVENTS:]
+        if not distributed() or torch.distributed.get_rank() == 0:
+            logger.warning("SpikeGuard step %d: %s %s", step, kind, kept)
+        metrics = {f"{PREFIX}/{kind}": 1.0, f"{PREFIX}/skipped_total": float(self._state["skipped"]),
+                   f"{PREFIX}/rollbacks_total": float(self._state["rollbacks"])}
+        loss = details.get("loss")
+        if loss is not None and math.isfinite(loss):
+            metrics[f"{PREFIX}/bad_loss"] = loss
+        if "to_step" in details:
+            metrics[f"{PREFIX}/rollback_to_step"] = float(details["to_step"])
+        self.emit(control, metrics)
+
+    # -- rollback -------------------------------------------------------------------------------------------
+
+    def _roll_back(self, args, state, control, step: int, model, optimizer, lr_scheduler) -> None:
+        if self._state["rollbacks"] >= self.max_rollbacks:
+            self._event(control, step, "gave_up", reason=f"{self.max_rollbacks} rollbacks already")
+            logger.error("SpikeGuard: training stopped after %d rollbacks; inspect the data around step %d.", self.max_rollbacks, step)
+            control.should_training_stop = self._stopped = True
+            return
+        if self._deepspeed:
+            self._event(control, step, "stop_for_resume", reason="in-process rollback is not supported under DeepSpeed")
+            logger.error("SpikeGuard: stopping at step %d; resume from the last complete checkpoint (--resume).", step)
+            control.should_training_stop = self._stopped = True
+            return
+        self._state["bad_in_a_row"] = 0
+        checkpoint = last_good_checkpoint(args.output_dir, self._state["last_good_step"])
+        if checkpoint is None:
+            self._event(control, step, "rollback_unavailable", reason=f"no checkpoint at or before step {self._state['last_good_step']}")
+            return
+        target = load_training_state(checkpoint, model, optimizer, lr_scheduler if self.rewind_schedule else None)
+        retire_newer_checkpoints(args.output_dir, target, main_process=state.is_world_process_zero)
+        self._state["rollbacks"] += 1
+        if self.rewind_schedule:
+            # The Trainer still steps the (reloaded) scheduler and adds 1 to the counter after this hook:
+            # this skipped step becomes `target + 1` for both, so counter and schedule stay in step.
+            state.global_step = target
+        self._state["last_good_step"] = state.global_step
+        self._event(control, step, "rollback", to_step=target, checkpoint=str(checkpoint), steps_undone=step - target)
+
+
+def _checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
+    return sorted(found)
+
+
+def last_good_checkpoint(output_dir: str | Path, last_good_step: int) -> Path | None:
+    """Newest `checkpoint-N` with N <= `last_good_step`, fully written (COMPLETE marker where the run uses them)."""
+    found = _checkpoints(output_dir)
+    marked = any((p / COMPLETE_MARKER).exists() for _, p in found)
+    usable = [p for n, p in found if n <= last_good_step and (p / "trainer_state.json").exists()
+              and (not marked or (p / COMPLETE_MARKER).exists())]
+    return usable[-1] if usable else None
+
+
+def _load_weights(checkpoint: Path, model: nn.Module) -> None:
+    from safetensors.torch import load_file
+    from transformers.trainer_utils import load_sharded_checkpoint
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+
+    if (checkpoint / SAFE_WEIGHTS_NAME).exists():
+        state = load_file(str(checkpoint / SAFE_WEIGHTS_NAME), device="cpu")
+    elif (checkpoint / WEIGHTS_NAME).exists():
+        state = torch.load(checkpoint / WEIGHTS_NAME, map_location="cpu", weights_only=True)
+    elif (checkpoint / SAFE_WEIGHTS_INDEX_NAME).exists() or (checkpoint / WEIGHTS_INDEX_NAME).exists():
+        load_sharded_checkpoint(model, str(checkpoint), strict=False)
+        return
+    else:
+        raise FileNotFoundError(f"SpikeGuard: no model weights in {checkpoint} to roll back to.")
+    result = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
+    missing = [k for k in result.missing_keys if k not in tied]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"SpikeGuard: checkpoint {checkpoint} does not match the model "
+                         f"(missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}).")
+
+
+def load_training_state(checkpoint: Path, model: nn.Module, optimizer: Any, lr_scheduler: Any) -> int:
+    """Model, optimizer and scheduler from a Trainer checkpoint; returns its step."""
+    _load_weights(checkpoint, model)
+    device = next(model.parameters()).device
+    if optimizer is not None and (checkpoint / "optimizer.pt").exists():
+        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True))
+    if lr_scheduler is not None and (checkpoint / "scheduler.pt").exists():
+        lr_scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
+    model.zero_grad(set_to_none=True)
+    return int(_CHECKPOINT.match(checkpoint.name).group(1))
+
+
+def retire_newer_checkpoints(output_dir: str | Path, step: int, main_process: bool) -> None:
+    """Rename checkpoints after `step` (the abandoned trajectory) so no resume ever picks them."""
+    if main_process:
+        for number, path in _checkpoints(output_dir):
+            if number > step:
+                target = path.with_name(f"{path.name}-rolled-back")
+                if target.exists():
+                    shutil.rmtree(target)
+                path.rename(target)
+    if distributed():
+        torch.distributed.barrier()

@@ -1,0 +1,311 @@
+"""From a `RunConfig` to a ready `transformers.Trainer`: tokenizer, model, data scheduler, arguments, callbacks.
+
+`examples/pretrain.py` is a thin wrapper around `build_trainer` + `run`. The training loop is the HF
+Trainer's own; this module only decides what the paper decides (optimizer, schedule, batch in tokens,
+precision) and refuses launches that would silently train duplicate copies (see `check_launch`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Trainer, TrainerCallback, set_seed
+
+from ..data import DataSource, OnlineDataScheduler, PackedWindowCollator, attach, load_sources, training_arguments
+from ..data.mixture import Exp3Feedback
+from ..models.wonton import WontonConfig, WontonForCausalLM
+from .checkpoints import CheckpointCompletionCallback, newest_complete_checkpoint
+from .config import RunConfig, dump_run_config
+
+logger = logging.getLogger(__name__)
+
+PATH_VARIABLES = {
+    "{stdlib}": sysconfig.get_paths()["stdlib"],
+    "{package_data}": str(Path(__file__).resolve().parent.parent / "demo" / "data"),
+}
+"""Placeholders allowed in source paths: the running interpreter's standard library (a ready code corpus) and
+the multilingual samples shipped with the package."""
+
+
+class LaunchError(ValueError):
+    """The process was started in a way that cannot train correctly; the message says how to launch."""
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _parent_command_line() -> list[str]:
+    try:
+        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _requested_processes(argv: list[str]) -> int | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--num_processes="):
+            return int(arg.split("=", 1)[1])
+        if arg == "--num_processes" and i + 1 < len(argv):
+            return int(argv[i + 1])
+    return None
+
+
+def check_launch(config: RunConfig) -> None:
+    """Refuse starts that would not train what the user asked for (ENVIRONMENT_NOTES.md lists the traps)."""
+    launched = "WORLD_SIZE" in os.environ
+    if config.train.deepspeed and not launched:
+        raise LaunchError(
+            "`train.deepspeed` is set but this process was not started by a distributed launcher (plain `python` "
+            "fails inside DeepSpeed with `No module named 'mpi4py'`). Launch with:\n"
+            "  accelerate launch --config_file examples/configs/accelerate/deepspeed_zero2.yaml examples/pretrain.py ...\n"
+            "or, without a GPU: --config_file examples/configs/accelerate/deepspeed_zero2_cpu.yaml"
+        )
+    parent = _parent_command_line()
+    requested = _requested_processes(parent) if any("accelerate" in part for part in parent[:3]) else None
+    if not launched and requested and requested > 1:
+        raise LaunchError(
+            f"`accelerate launch` was asked for {requested} processes but started one (it does so with `--cpu`). "
+            "Two CPU processes: `accelerate launch --config_file examples/configs/accelerate/multi_cpu.yaml "
+            "examples/pretrain.py` or `torchrun --nproc_per_node 2 examples/pretrain.py`."
+        )
+    if launched and world_size() > 1 and config.train.use_cpu is False and not torch.cuda.is_available():
+        raise LaunchError(
+            "`train.use_cpu: false` with several processes and no CUDA device: each process would train its own "
+            "copy. Remove the setting (CPU is chosen automatically) or run on GPUs."
+        )
+
+
+def expand_path(path: str) -> str:
+    for name, value in PATH_VARIABLES.items():
+        path = path.replace(name, value)
+    return path
+
+
+def build_sources(config: RunConfig) -> list[DataSource]:
+    specs = [{**spec, "paths": [expand_path(p) for p in _as_list(spec.get("paths", []))]} for spec in config.data.sources]
+    sources = load_sources(specs)
+    for source in sources:
+        source.resolve()  # missing files fail here, before the model is built
+    return sources
+
+
+def _as_list(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def build_tokenizer(config: RunConfig, sources: list[DataSource]) -> PreTrainedTokenizerFast:
+    """The configured tokenizer, or one trained on the run's own sources (once, saved in the run directory)."""
+    from ..tokenization import train_tokenizer
+    from ..tokenization.corpus import CorpusStats, iter_source_texts
+
+    if config.tokenizer.path:
+        return AutoTokenizer.from_pretrained(config.tokenizer.path)
+    target = config.run_dir / "tokenizer"
+    if is_main_process() and not (target / "tokenizer.json").is_file():
+        stats = CorpusStats()
+        limit = config.tokenizer.max_documents_per_source
+        texts = itertools.chain.from_iterable(itertools.islice(iter_source_texts(s, stats), limit) for s in sources)
+        logger.info("Training a %d-piece tokenizer on up to %d documents per source", config.tokenizer.vocab_size, limit)
+        train_tokenizer(texts=texts, vocab_size=config.tokenizer.vocab_size, output_dir=target)
+    _barrier()
+    return AutoTokenizer.from_pretrained(target)
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def build_model(config: RunConfig, tokenizer: PreTrainedTokenizerFast) -> WontonForCausalLM:
+    attn = config.model.attn_implementation or "sdpa"
+    if config.model.init_from:
+        return AutoModelForCausalLM.from_pretrained(config.model.init_from, attn_implementation=attn)
+    fields = {
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": max(config.data.seq_len, WontonConfig.from_preset(config.model.preset).max_position_embeddings),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        **config.model.overrides,
+    }
+    model_config = WontonConfig.from_preset(config.model.preset, **fields)
+    model_config._attn_implementation = attn
+    return WontonForCausalLM(model_config)
+
+
+def _deepspeed_on_cpu_state() -> dict[str, Any]:
+    """A DeepSpeed process state over gloo, made before `TrainingArguments` and handed to it.
+
+    accelerate 1.15 drops DeepSpeed when told `cpu`, and without `cpu` on a CUDA-less machine it counts one
+    process while DeepSpeed counts all of them (batch-size assertion, or silently unsharded training).
+    Opening the state ourselves with an explicit gloo backend gives DeepSpeed's CPU accelerator and the
+    Trainer the same world.
+    """
+    from accelerate import PartialState
+
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    PartialState(cpu=False, backend="gloo")
+    return {"accelerator_config": {"use_configured_state": True}}
+
+
+def precision_flags(config: RunConfig, use_cpu: bool) -> dict[str, bool]:
+    precision = config.train.precision
+    if precision == "auto":
+        precision = "bf16" if not use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def build_training_arguments(config: RunConfig):
+    use_cpu = config.train.use_cpu if config.train.use_cpu is not None else not torch.cuda.is_available()
+    extra: dict[str, Any] = {}
+    if use_cpu and config.train.deepspeed:
+        use_cpu, extra = False, _deepspeed_on_cpu_state()
+    opt, train = config.optimizer, config.train
+    return training_arguments(
+        output_dir=str(config.run_dir),
+        run_name=config.run_name,
+        max_steps=train.max_steps,
+        per_device_train_batch_size=train.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps(world_size()),
+        learning_rate=opt.learning_rate,
+        adam_beta1=opt.betas[0],
+        adam_beta2=opt.betas[1],
+        adam_epsilon=opt.eps,
+        weight_decay=opt.weight_decay,
+        max_grad_norm=opt.max_grad_norm,
+        warmup_steps=opt.warmup_steps,
+        lr_scheduler_type=opt.lr_scheduler_type,
+        lr_scheduler_kwargs={"min_lr_rate": opt.min_lr_rate} if opt.lr_scheduler_type == "cosine_with_min_lr" else {},
+        logging_steps=train.logging_steps,
+        save_steps=train.save_steps,
+        save_total_limit=train.save_total_limit,
+        report_to=train.report_to,
+        seed=train.seed,
+        data_seed=train.seed,
+        full_determinism=train.deterministic,
+        use_cpu=use_cpu,
+        gradient_checkpointing=train.gradient_checkpointing,
+        deepspeed=train.deepspeed,
+        dataloader_num_workers=config.data.num_workers,
+        disable_tqdm=False,
+        **precision_flags(config, use_cpu),
+        **extra,
+    )
+
+
+def build_scheduler(config: RunConfig, sources: list[DataSource], tokenizer, args) -> OnlineDataScheduler:
+    return OnlineDataScheduler(
+        sources,
+        tokenizer,
+        seq_len=config.data.seq_len,
+        seed=config.train.seed,
+        batch_size=args.per_device_train_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        block_size=config.data.block_size,
+        stratified=config.data.stratified,
+        schedule=config.data.schedule,
+    )
+
+
+def build_monitors(config: RunConfig) -> list[TrainerCallback]:
+    """The paper's monitors, each optional (`monitors.<name>: null` turns one off)."""
+    wanted = {name: options for name, options in vars(config.monitors).items() if options is not None}
+    if not wanted:
+        return []
+    from .. import callbacks as monitors
+
+    classes = {"stability": monitors.StabilityMonitor, "throughput": monitors.ThroughputMonitor,
+               "spike_guard": monitors.SpikeGuard}
+    return [classes[name](**options) for name, options in wanted.items()]
+
+
+@dataclass
+class PreparedRun:
+    config: RunConfig
+    trainer: Trainer
+    scheduler: OnlineDataScheduler
+    tokenizer: PreTrainedTokenizerFast
+    resume_from: str | None
+
+
+def resume_point(config: RunConfig) -> str | None:
+    if config.resume == "never":
+        return None
+    if config.resume == "auto":
+        found = newest_complete_checkpoint(config.run_dir)
+        return str(found) if found else None
+    return config.resume
+
+
+def build_trainer(config: RunConfig) -> PreparedRun:
+    """Everything checked (launch, config, files) before the tokenizer trains or the model is allocated."""
+    config.check_files()
+    check_launch(config)
+    args = build_training_arguments(config)
+    sources = build_sources(config)
+    if is_main_process():
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        dump_run_config(config, config.run_dir / "run_config.yaml")
+    tokenizer = build_tokenizer(config, sources)
+    set_seed(config.train.seed)  # the same initial weights on every rank and in every rerun
+    model = build_model(config, tokenizer)
+    scheduler = build_scheduler(config, sources, tokenizer, args)
+    trainer = Trainer(model=model, args=args, train_dataset=scheduler, data_collator=PackedWindowCollator(),
+                      processing_class=tokenizer)
+    resume_from = resume_point(config)
+    feedback = Exp3Feedback(**config.data.feedback) if config.data.feedback is not None else None
+    attach(trainer, scheduler, mixture_file=config.data.mixture_file,
+           mixture_every_n_steps=config.data.mixture_every_n_steps, feedback=feedback, resume_from=resume_from)
+    monitors = build_monitors(config)
+    if monitors:
+        from ..callbacks import add_monitors
+
+        add_monitors(trainer, *monitors)  # ahead of the reporters, so TensorBoard & co. see their metrics
+    trainer.add_callback(CheckpointCompletionCallback())  # last: after every other callback's on_save
+    return PreparedRun(config, trainer, scheduler, tokenizer, resume_from)
+
+
+def run(prepared: PreparedRun) -> Path:
+    """Train (resuming if a complete checkpoint exists), then save the final model and tokenizer."""
+    trainer = prepared.trainer
+    if prepared.resume_from:
+        logger.info("Resuming from %s", prepared.resume_from)
+    trainer.train(resume_from_checkpoint=prepared.resume_from)
+    final = prepared.config.run_dir / "final"
+    if any(getattr(cb, "needs_resume", False) for cb in trainer.callback_handler.callbacks):
+        # SpikeGuard stopped a run it could not repair in process (DeepSpeed applies updates before callbacks):
+        # the weights may be damaged, so no final model; the newest complete checkpoint is the way back.
+        logger.error("Training stopped by SpikeGuard; rerun the same command to resume from the last good checkpoint.")
+        return final
+    trainer.save_model(str(final))  # model + tokenizer (processing_class), on the main process only
+    return final
+
+
+def print_next_steps(final: Path, config: RunConfig) -> None:
+    """The hint shown after a run (CLI output, hence print)."""
+    if not is_main_process():
+        return
+    print(
+        f"\nDone. Model and tokenizer: {final}\n"
+        f"  python -c \"import wonton_hf; from transformers import AutoModelForCausalLM as M; M.from_pretrained('{final}')\"\n"
+        f"  tensorboard --logdir {config.run_dir / 'runs'}\n"
+        f"  wonton-hf plot-run {config.run_dir}\n"
+        f"  accelerate launch examples/sft.py --model {final}\n"
+        f"  wonton-hf eval {final} --suite multilingual --data-dir DIR\n",
+        file=sys.stdout,
+    )
