@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = [
     "wonton_hf.evaluation.cli",
     "wonton_hf.tokenization.cli",
     "wonton_hf.callbacks.cli",
+    "wonton_hf.chat.cli",
 ]
 
 

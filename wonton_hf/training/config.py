@@ -171,7 +171,7 @@ class RunConfig:
             raise ValueError(f"`tokenizer.path` {self.tokenizer.path} does not exist (or leave it empty to train one).")
 
 
-def _build(cls: type, values: dict[str, Any] | None, where: str) -> Any:
+def build_dataclass(cls: type, values: dict[str, Any] | None, where: str = "") -> Any:
     """A dataclass from a YAML mapping; nested dataclass fields recurse; unknown keys name the section."""
     values = dict(values or {})
     known = {f.name: f for f in dataclasses.fields(cls)}
@@ -182,7 +182,7 @@ def _build(cls: type, values: dict[str, Any] | None, where: str) -> Any:
     for name, value in values.items():
         sub = known[name].default_factory if known[name].default_factory is not dataclasses.MISSING else None
         if sub is not None and dataclasses.is_dataclass(sub):
-            value = _build(sub, value, f"{where}.{name}".lstrip("."))
+            value = build_dataclass(sub, value, f"{where}.{name}".lstrip("."))
         elif name == "betas":
             value = tuple(value)
         kwargs[name] = value
@@ -217,7 +217,7 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
             raise ValueError(f"{path} must hold a mapping of sections (model, data, train, ...).")
         values.update(loaded)
     values = apply_overrides(values, overrides or [])
-    config = _build(RunConfig, values, "")
+    config = build_dataclass(RunConfig, values)
     config.validate()
     return config
 

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Trainer, TrainerCallback, set_seed
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+    Trainer,
+    TrainerCallback,
+    set_seed,
+)
 
 from ..data import DataSource, OnlineDataScheduler, PackedWindowCollator, attach, load_sources, training_arguments
 from ..data.mixture import Exp3Feedback
@@ -64,14 +71,17 @@ def _requested_processes(argv: list[str]) -> int | None:
     return None
 
 
-def check_launch(config: RunConfig) -> None:
-    """Refuse starts that would not train what the user asked for (ENVIRONMENT_NOTES.md lists the traps)."""
+def check_launch(config: Any, script: str = "examples/pretrain.py") -> None:
+    """Refuse starts that would not train what the user asked for (ENVIRONMENT_NOTES.md lists the traps).
+
+    `config` is any run config with `train.deepspeed` and `train.use_cpu` (pretraining and SFT share this).
+    """
     launched = "WORLD_SIZE" in os.environ
     if config.train.deepspeed and not launched:
         raise LaunchError(
             "`train.deepspeed` is set but this process was not started by a distributed launcher (plain `python` "
             "fails inside DeepSpeed with `No module named 'mpi4py'`). Launch with:\n"
-            "  accelerate launch --config_file examples/configs/accelerate/deepspeed_zero2.yaml examples/pretrain.py ...\n"
+            f"  accelerate launch --config_file examples/configs/accelerate/deepspeed_zero2.yaml {script} ...\n"
             "or, without a GPU: --config_file examples/configs/accelerate/deepspeed_zero2_cpu.yaml"
         )
     parent = _parent_command_line()
@@ -79,8 +89,8 @@ def check_launch(config: RunConfig) -> None:
     if not launched and requested and requested > 1:
         raise LaunchError(
             f"`accelerate launch` was asked for {requested} processes but started one (it does so with `--cpu`). "
-            "Two CPU processes: `accelerate launch --config_file examples/configs/accelerate/multi_cpu.yaml "
-            "examples/pretrain.py` or `torchrun --nproc_per_node 2 examples/pretrain.py`."
+            f"Two CPU processes: `accelerate launch --config_file examples/configs/accelerate/multi_cpu.yaml {script}` "
+            f"or `torchrun --nproc_per_node 2 {script}`."
         )
     if launched and world_size() > 1 and config.train.use_cpu is False and not torch.cuda.is_available():
         raise LaunchError(
@@ -163,8 +173,8 @@ def _deepspeed_on_cpu_state() -> dict[str, Any]:
     return {"accelerator_config": {"use_configured_state": True}}
 
 
-def precision_flags(config: RunConfig, use_cpu: bool) -> dict[str, bool]:
-    precision = config.train.precision
+def precision_flags(precision: str, use_cpu: bool) -> dict[str, bool]:
+    """`auto`: bf16 on CUDA devices that support it, fp32 otherwise (CPU bf16 autocast is slower here)."""
     if precision == "auto":
         precision = "bf16" if not use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
@@ -203,7 +213,7 @@ def build_training_arguments(config: RunConfig):
         deepspeed=train.deepspeed,
         dataloader_num_workers=config.data.num_workers,
         disable_tqdm=False,
-        **precision_flags(config, use_cpu),
+        **precision_flags(config.train.precision, use_cpu),
         **extra,
     )
 
@@ -222,9 +232,9 @@ def build_scheduler(config: RunConfig, sources: list[DataSource], tokenizer, arg
     )
 
 
-def build_monitors(config: RunConfig) -> list[TrainerCallback]:
-    """The paper's monitors, each optional (`monitors.<name>: null` turns one off)."""
-    wanted = {name: options for name, options in vars(config.monitors).items() if options is not None}
+def build_monitors(monitors_config: Any) -> list[TrainerCallback]:
+    """The paper's monitors from a `monitors` section, each optional (`monitors.<name>: null` turns one off)."""
+    wanted = {name: options for name, options in vars(monitors_config).items() if options is not None}
     if not wanted:
         return []
     from .. import callbacks as monitors
@@ -271,7 +281,7 @@ def build_trainer(config: RunConfig) -> PreparedRun:
     feedback = Exp3Feedback(**config.data.feedback) if config.data.feedback is not None else None
     attach(trainer, scheduler, mixture_file=config.data.mixture_file,
            mixture_every_n_steps=config.data.mixture_every_n_steps, feedback=feedback, resume_from=resume_from)
-    monitors = build_monitors(config)
+    monitors = build_monitors(config.monitors)
     if monitors:
         from ..callbacks import add_monitors
 
