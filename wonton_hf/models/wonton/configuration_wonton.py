@@ -120,7 +120,7 @@ class WontonConfig(PreTrainedConfig):
         return self.hidden_size // self.num_attention_heads
 
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "WontonConfig":
+    def from_preset(cls, name: str, **overrides: Any) -> WontonConfig:
         """Build a named shape (see `WONTON_PRESETS`); keyword arguments override its fields."""
         if name not in WONTON_PRESETS:
             raise ValueError(f"Unknown Wonton preset {name!r}; choose one of {sorted(WONTON_PRESETS)}.")
