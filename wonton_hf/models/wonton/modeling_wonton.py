@@ -130,7 +130,7 @@ class WontonAttentionProbe(nn.Module):
     Fused kernels (sdpa, flex, flash) never materialise the attention logits. A forward hook on this
     module sees exactly the q and k the kernel receives, so a monitor can compute query norms and
     `max(q . k) * scaling` on a sample of positions without switching the model to eager attention.
-    With no hook registered it costs one Python call per layer.
+    With no hook registered it is not called at all.
     """
 
     def forward(self, query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,17 +167,16 @@ class WontonAttention(nn.Module):
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]  # B, T
-        hidden_shape = (*input_shape, -1, self.head_dim)  # B, T, H, D
-        query, key, value = self.qkv_proj(hidden_states).chunk(3, dim=-1)
-        query, key, value = query.view(hidden_shape), key.view(hidden_shape), value.view(hidden_shape)
+        qkv = self.qkv_proj(hidden_states).view(*input_shape, 3, -1, self.head_dim)  # B, T, 3, H, D
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B, H, T, D
         if self.q_norm is not None:
-            query, key = self.q_norm(query), self.k_norm(key)
-        query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)  # B, H, T, D
+            query, key = self.q_norm(query), self.k_norm(key)  # over D: the layout does not matter
 
         if position_embeddings is not None:
             cos, sin = position_embeddings
             query, key = apply_rotary_pos_emb(query, key, cos, sin)
-        query, key = self.probe(query, key)
+        if self.probe._forward_hooks:  # only a monitor's measured steps pay for the module call
+            query, key = self.probe(query, key)
 
         if past_key_values is not None:
             key, value = past_key_values.update(key, value, self.layer_idx)
