@@ -48,7 +48,7 @@ from transformers import (
 
 from ..data.sources import SkipCounter
 from ..training.config import MonitorsConfig, apply_overrides, build_dataclass
-from ..training.launch import build_monitors, precision_flags, world_size
+from ..training.launch import build_monitors, deepspeed_on_cpu_state, precision_flags, world_size
 from ..training.launch import check_launch as _check_launch
 from .formats import ChatDataReport, build_chat_dataset, load_chat_sources, source_conversations
 from .template import install_chat_template
@@ -281,6 +281,9 @@ def build_sft_config(config: SFTRunConfig):
 
     train = config.train
     use_cpu = train.use_cpu if train.use_cpu is not None else not torch.cuda.is_available()
+    extra: dict[str, Any] = {}
+    if use_cpu and train.deepspeed:  # the same accelerate/DeepSpeed world-size trap as in pretraining
+        use_cpu, extra = False, deepspeed_on_cpu_state()
     return SFTConfig(
         output_dir=str(config.run_dir),
         run_name=config.run_name,
@@ -310,6 +313,7 @@ def build_sft_config(config: SFTRunConfig):
         assistant_only_loss=train.assistant_only_loss,
         dataset_num_proc=config.data.num_proc,
         **precision_flags(train.precision, use_cpu),
+        **extra,
     )
 
 

@@ -157,7 +157,7 @@ def build_model(config: RunConfig, tokenizer: PreTrainedTokenizerFast) -> Wonton
     return WontonForCausalLM(model_config)
 
 
-def _deepspeed_on_cpu_state() -> dict[str, Any]:
+def deepspeed_on_cpu_state() -> dict[str, Any]:
     """A DeepSpeed process state over gloo, made before `TrainingArguments` and handed to it.
 
     accelerate 1.15 drops DeepSpeed when told `cpu`, and without `cpu` on a CUDA-less machine it counts one
@@ -184,7 +184,7 @@ def build_training_arguments(config: RunConfig):
     use_cpu = config.train.use_cpu if config.train.use_cpu is not None else not torch.cuda.is_available()
     extra: dict[str, Any] = {}
     if use_cpu and config.train.deepspeed:
-        use_cpu, extra = False, _deepspeed_on_cpu_state()
+        use_cpu, extra = False, deepspeed_on_cpu_state()
     opt, train = config.optimizer, config.train
     return training_arguments(
         output_dir=str(config.run_dir),
