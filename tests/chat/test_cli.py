@@ -49,11 +49,16 @@ def test_session_streams_pieces_and_keeps_history(session):
 
 
 def test_loop_handles_reset_and_exit(session):
+    replies = []
+    for text in ("hello", "hi again"):  # what the loop should print: each raw reply, after a reset
+        session.reset()
+        replies.append("".join(session.reply(text)))
     session.reset()
     out = io.StringIO()
     assert chat_loop(session, io.StringIO("hello\n/reset\n\nhi again\n/exit\nnever read\n"), out, interactive=False) == 0
     assert len(session.history) == 2 and session.history[0]["content"] == "hi again"
-    assert out.getvalue().count("\n") == 2  # one line per answered turn
+    # one line per answered turn: the reply to "hello", then the one to "hi again" (replies may hold newlines)
+    assert out.getvalue() == "".join(f"{reply}\n" for reply in replies)
 
 
 def run_in_process(monkeypatch, capsys, *args: str, stdin: str = "") -> tuple[int, str, str]:
@@ -83,7 +88,7 @@ def test_stdin_lines_are_turns(saved_chat_model, session):
     assert result.returncode == 0, result.stderr
     # exactly two answered turns, the second in the first's context (a reply may itself contain a newline)
     session.reset()
-    expected = ["".join(session.reply("first")).strip(), "".join(session.reply("second")).strip()]
+    expected = ["".join(session.reply("first")), "".join(session.reply("second"))]
     assert result.stdout == "".join(f"{reply}\n" for reply in expected) and ">>>" not in result.stdout
 
 
