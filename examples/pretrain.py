@@ -13,7 +13,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from wonton_hf.training import build_trainer, load_run_config, print_next_steps, run
+from wonton_hf.training import build_trainer, load_run_config, print_next_steps, run, shutdown
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "runs" / "wonton-tiny-cpu.yaml"
 
@@ -30,6 +30,7 @@ def main() -> None:
     prepared = build_trainer(config)
     final = run(prepared)
     print_next_steps(final, config)
+    shutdown()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from wonton_hf.chat.sft import build_sft_trainer, load_sft_config, run_sft
+from wonton_hf.training import shutdown
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "sft" / "sft-tiny-cpu.yaml"
 
@@ -40,6 +41,7 @@ def main() -> None:
               f"Model and tokenizer (with the [INST] chat template): {final}\n"
               f"  wonton-hf chat {final}\n"
               f"  tensorboard --logdir {config.run_dir / 'runs'}")
+    shutdown()
 
 
 if __name__ == "__main__":

@@ -30,3 +30,6 @@ def main(out: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    from wonton_hf.training import shutdown
+
+    shutdown()

@@ -66,6 +66,9 @@ def main() -> None:
     Path(out, f"consumed_rank{rank}.json").write_text(
         json.dumps({"batches": seen, "stats": scheduler.stats(), "log": trainer.state.log_history})
     )
+    from wonton_hf.training import shutdown
+
+    shutdown()
 
 
 if __name__ == "__main__":

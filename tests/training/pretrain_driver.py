@@ -8,7 +8,7 @@ import sys
 
 from transformers import TrainerCallback
 
-from wonton_hf.training import build_trainer, load_run_config, run
+from wonton_hf.training import build_trainer, load_run_config, run, shutdown
 
 
 class KillAt(TrainerCallback):
@@ -31,6 +31,7 @@ def main() -> None:
     if kill_at is not None:
         prepared.trainer.add_callback(KillAt(kill_at))
     run(prepared)
+    shutdown()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from .checkpoints import CheckpointCompletionCallback, newest_complete_checkpoint
 from .config import RunConfig, dump_run_config, load_run_config
-from .launch import LaunchError, PreparedRun, build_trainer, check_launch, print_next_steps, run
+from .launch import LaunchError, PreparedRun, build_trainer, check_launch, print_next_steps, run, shutdown
 
 __all__ = [
     "CheckpointCompletionCallback",
@@ -16,4 +16,5 @@ __all__ = [
     "newest_complete_checkpoint",
     "print_next_steps",
     "run",
+    "shutdown",
 ]

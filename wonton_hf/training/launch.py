@@ -306,6 +306,16 @@ def run(prepared: PreparedRun) -> Path:
     return final
 
 
+def shutdown() -> None:
+    """Close the process group before the interpreter exits.
+
+    Left to interpreter teardown, gloo's worker threads can abort the process after a successful run
+    ("terminate called without an active exception", exit -6), which the launcher reports as a failure.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def print_next_steps(final: Path, config: RunConfig) -> None:
     """The hint shown after a run (CLI output, hence print)."""
     if not is_main_process():
