@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,19 @@ needs_shared_corpus = pytest.mark.skipif(not SHARED_CORPUS.is_dir(), reason="../
 needs_original_spm = pytest.mark.skipif(
     not ORIGINAL_SPM.is_file(), reason="../shared/reference/nyonic-tokenizer-v1 not available"
 )
+
+
+def train_small_spm(path: Path, lines: Iterable[str], vocab_size: int, **options: object) -> Path:
+    """A SentencePiece BPE with the original tokenizer's options (byte fallback, split digits, identity
+    normalisation, no dummy prefix, special ids 0-3), trained here and written to `path`."""
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, model_type="bpe", vocab_size=vocab_size,
+        byte_fallback=True, split_digits=True, normalization_rule_name="identity", add_dummy_prefix=False,
+        remove_extra_whitespaces=False, pad_id=0, unk_id=1, bos_id=2, eos_id=3, minloglevel=2,
+        character_coverage=0.98, hard_vocab_limit=False, **options,
+    )
+    path.write_bytes(model.getvalue())
+    return path

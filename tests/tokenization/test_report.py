@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
 import pytest
-import sentencepiece as spm
 from tokenizers import Tokenizer, models
 
 from wonton_hf.tokenization.report import TokenizerUnderTest, measure, tokenizer_report
 from wonton_hf.tokenization.sentencepiece import convert_sentencepiece
 
-from .fixtures import sample_texts, write_jsonl_gz
+from .fixtures import sample_texts, train_small_spm, write_jsonl_gz
 
 
 @pytest.fixture()
@@ -54,28 +52,7 @@ def test_unspaced_languages_get_no_fertility(hand_tokenizer: Path) -> None:
 
 @pytest.fixture(scope="module")
 def small_spm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("spm") / "small.model"
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sample_texts()),
-        model_writer=model,
-        model_type="bpe",
-        vocab_size=600,
-        byte_fallback=True,
-        split_digits=True,
-        normalization_rule_name="identity",
-        add_dummy_prefix=False,
-        remove_extra_whitespaces=False,
-        pad_id=0,
-        unk_id=1,
-        bos_id=2,
-        eos_id=3,
-        minloglevel=2,
-        character_coverage=0.98,
-        hard_vocab_limit=False,
-    )
-    path.write_bytes(model.getvalue())
-    return path
+    return train_small_spm(tmp_path_factory.mktemp("spm") / "small.model", sample_texts(), vocab_size=600)
 
 
 def test_report_on_sentencepiece_and_its_conversion_agree(

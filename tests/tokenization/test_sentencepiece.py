@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from wonton_hf.tokenization.sentencepiece import convert_sentencepiece
 
-from .fixtures import LANGUAGES, ORIGINAL_SPM, needs_original_spm, sample_texts, shared_documents
+from .fixtures import LANGUAGES, ORIGINAL_SPM, needs_original_spm, sample_texts, shared_documents, train_small_spm
 
 USER_DEFINED = ["\n", "\t", "\r"] + ["▁" * n for n in range(2, 24)] + list("0123456789")
 
@@ -79,28 +79,7 @@ def small_spm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SentencePiece BPE trained here with the original's options."""
     path = tmp_path_factory.mktemp("spm") / "tokenizer.model"
     lines = [line for text in sample_texts() for line in text.split("\n")] + ["    indented code", "x" + " " * 30 + "y"]
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
-        model_writer=model,
-        model_type="bpe",
-        vocab_size=700,
-        byte_fallback=True,
-        split_digits=True,
-        normalization_rule_name="identity",
-        add_dummy_prefix=False,
-        remove_extra_whitespaces=False,
-        user_defined_symbols=USER_DEFINED,
-        pad_id=0,
-        unk_id=1,
-        bos_id=2,
-        eos_id=3,
-        minloglevel=2,
-        character_coverage=0.98,
-        hard_vocab_limit=False,
-    )
-    path.write_bytes(model.getvalue())
-    return path
+    return train_small_spm(path, lines, vocab_size=700, user_defined_symbols=USER_DEFINED)
 
 
 def test_small_model_parity_and_autotokenizer_load(small_spm: Path, tmp_path: Path) -> None:
