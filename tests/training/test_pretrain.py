@@ -33,6 +33,9 @@ def test_demo_trains_saves_and_the_result_loads_and_generates(tmp_path):
     final = run(prepared)
     losses = [e["loss"] for e in prepared.trainer.state.log_history if "loss" in e]
     assert len(losses) == 12 and losses[-1] < losses[0]
+    last = prepared.trainer.state.log_history[-2]  # the last step's log event (the final one is the summary)
+    assert {"data/loss/en", "data/loss/code"} <= set(last), sorted(last)  # per-source loss, every log event
+    assert any("stability/max_z_loss" in e for e in prepared.trainer.state.log_history)
     assert (config.run_dir / "checkpoint-12" / "COMPLETE").is_file()
     model = AutoModelForCausalLM.from_pretrained(final)
     tokenizer = AutoTokenizer.from_pretrained(final)

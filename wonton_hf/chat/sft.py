@@ -47,8 +47,9 @@ from transformers import (
 )
 
 from ..data.sources import SkipCounter
+from ..training.checkpoints import barrier
 from ..training.config import MonitorsConfig, apply_overrides, build_dataclass
-from ..training.launch import build_monitors, deepspeed_on_cpu_state, precision_flags, world_size
+from ..training.launch import build_monitors, deepspeed_on_cpu_state, is_main_process, precision_flags, world_size
 from ..training.launch import check_launch as _check_launch
 from .formats import ChatDataReport, build_chat_dataset, load_chat_sources, source_conversations
 from .template import install_chat_template
@@ -247,10 +248,9 @@ def make_tiny_model(config: SFTRunConfig) -> tuple[PreTrainedModel, PreTrainedTo
     from ..tokenization import save_tokenizer, train_tokenizer
 
     target = config.run_dir / "tiny-base-tokenizer"
-    if int(os.environ.get("RANK", "0")) == 0 and not (target / "tokenizer.json").is_file():
+    if is_main_process() and not (target / "tokenizer.json").is_file():
         save_tokenizer(train_tokenizer(texts=demo_texts(), vocab_size=config.model.tiny_vocab_size).tokenizer, target)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+    barrier()
     tokenizer = AutoTokenizer.from_pretrained(target)
     set_seed(config.train.seed)
     preset = WontonConfig.from_preset(config.model.tiny_preset)

@@ -67,6 +67,8 @@ class DataSchedulerCallback(TrainerCallback):
     _source_ids: torch.Tensor | None = field(default=None, init=False, repr=False)
     _loss_sum: torch.Tensor | None = field(default=None, init=False, repr=False)
     _loss_count: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _log_sum: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _log_count: torch.Tensor | None = field(default=None, init=False, repr=False)
     _handles: list[Any] = field(default_factory=list, init=False, repr=False)
 
     # ---- wiring ----
@@ -128,17 +130,21 @@ class DataSchedulerCallback(TrainerCallback):
         if not module.training or labels is None or source_ids is None or logits is None:
             return
         k = len(self.scheduler.names)
-        if self._loss_sum is None:
-            self._loss_sum = torch.zeros(k, dtype=torch.float64, device=logits.device)
-            self._loss_count = torch.zeros(k, dtype=torch.float64, device=logits.device)
+        sums = torch.zeros(k, dtype=torch.float64, device=logits.device)
+        counts = torch.zeros(k, dtype=torch.float64, device=logits.device)
         with torch.no_grad():
             for row in range(logits.shape[0]):  # one row at a time bounds the float32 copy of the logits
                 target = labels[row, 1:].to(logits.device)
                 source = source_ids[row, 1:].to(logits.device)
                 loss = F.cross_entropy(logits[row, :-1].float(), target, ignore_index=-100, reduction="none")
                 valid = (target != -100) & (source >= 0)
-                self._loss_sum.index_add_(0, source[valid], loss[valid].double())
-                self._loss_count.index_add_(0, source[valid], torch.ones_like(loss[valid], dtype=torch.float64))
+                sums.index_add_(0, source[valid], loss[valid].double())
+                counts.index_add_(0, source[valid], torch.ones_like(loss[valid], dtype=torch.float64))
+        # Two windows over the same numbers: since the last feedback update, and since the last log event.
+        self._loss_sum = sums if self._loss_sum is None else self._loss_sum + sums
+        self._loss_count = counts if self._loss_count is None else self._loss_count + counts
+        self._log_sum = sums if self._log_sum is None else self._log_sum + sums
+        self._log_count = counts if self._log_count is None else self._log_count + counts
 
     def take_source_losses(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(loss sums, token counts) per source since the last call, summed over ranks; resets them."""
@@ -150,6 +156,19 @@ class DataSchedulerCallback(TrainerCallback):
         self._loss_sum.zero_()
         self._loss_count.zero_()
         if _distributed():
+            torch.distributed.all_reduce(sums)
+            torch.distributed.all_reduce(counts)
+        return sums.cpu(), counts.cpu()
+
+    def _take_log_losses(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Per-source loss sums and token counts since the last log event, summed over ranks; resets them."""
+        k = len(self.scheduler.names)
+        sums = self._log_sum if self._log_sum is not None else torch.zeros(k, dtype=torch.float64)
+        counts = self._log_count if self._log_count is not None else torch.zeros(k, dtype=torch.float64)
+        self._log_sum = self._log_count = None
+        if _distributed():  # every rank takes part, whether or not it has seen a batch since the last log
+            device = _reduce_device()
+            sums, counts = sums.to(device), counts.to(device)
             torch.distributed.all_reduce(sums)
             torch.distributed.all_reduce(counts)
         return sums.cpu(), counts.cpu()
@@ -197,8 +216,10 @@ class DataSchedulerCallback(TrainerCallback):
             state.log_history[-1].update(extra)
 
     def metrics(self) -> dict[str, float]:
-        """`data/weight|tokens|documents|skipped/<source>` summed over ranks."""
+        """`data/loss/<source>` (mean training loss since the last log event) and
+        `data/weight|tokens|documents|skipped/<source>`, over all ranks."""
         names = self.scheduler.names
+        loss_sums, loss_counts = self._take_log_losses()
         stats = self.scheduler.stats()
         counts = torch.tensor(
             [[stats[n]["tokens"], stats[n]["documents"], sum(stats[n]["skipped"].values())] for n in names],
@@ -210,6 +231,8 @@ class DataSchedulerCallback(TrainerCallback):
             counts = counts.cpu()
         out: dict[str, float] = {}
         for i, name in enumerate(names):
+            if loss_counts is not None and loss_counts[i] > 0:
+                out[f"data/loss/{name}"] = round(float(loss_sums[i] / loss_counts[i]), 4)
             out[f"data/weight/{name}"] = round(self.scheduler.weights[name], 6)
             out[f"data/tokens/{name}"] = int(counts[i, 0])
             out[f"data/documents/{name}"] = int(counts[i, 1])
@@ -332,13 +355,6 @@ class MixtureFeedbackCallback(TrainerCallback):
         # differences can never make two ranks mix differently.
         multipliers = _broadcast(self.feedback.update(losses, scheduler.controller.base_at(step)))
         scheduler.set_feedback(multipliers, step=step)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None and self.last_losses:
-            extra = {f"data/loss/{n}": round(v, 4) for n, v in self.last_losses.items()}
-            logs.update(extra)
-            if state.log_history:
-                state.log_history[-1].update(extra)
 
     def on_save(self, args, state, control, **kwargs):
         if not _distributed() or torch.distributed.get_rank() == 0:

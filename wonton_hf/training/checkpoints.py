@@ -24,7 +24,8 @@ COMPLETE_MARKER = "COMPLETE"
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
-def _barrier() -> None:
+def barrier() -> None:
+    """Wait for every rank; a no-op in a single process."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
 
@@ -59,10 +60,10 @@ class CheckpointCompletionCallback(TrainerCallback):
     """Marks each checkpoint complete once all ranks (and all earlier `on_save` callbacks) are done with it."""
 
     def on_save(self, args, state, control, **kwargs):
-        _barrier()  # every rank has written its optimizer shard, RNG state and data state
+        barrier()  # every rank has written its optimizer shard, RNG state and data state
         if state.is_world_process_zero:
             checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             if checkpoint.is_dir():
                 mark_complete(checkpoint, state.global_step)
-        _barrier()  # nobody proceeds (or gets killed) believing a checkpoint is final before it is
+        barrier()  # nobody proceeds (or gets killed) believing a checkpoint is final before it is
         return control

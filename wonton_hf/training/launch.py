@@ -29,7 +29,7 @@ from transformers import (
 from ..data import DataSource, OnlineDataScheduler, PackedWindowCollator, attach, load_sources, training_arguments
 from ..data.mixture import Exp3Feedback
 from ..models.wonton import WontonConfig, WontonForCausalLM
-from .checkpoints import CheckpointCompletionCallback, newest_complete_checkpoint
+from .checkpoints import CheckpointCompletionCallback, barrier, newest_complete_checkpoint
 from .config import RunConfig, dump_run_config
 
 logger = logging.getLogger(__name__)
@@ -131,13 +131,8 @@ def build_tokenizer(config: RunConfig, sources: list[DataSource]) -> PreTrainedT
         texts = itertools.chain.from_iterable(itertools.islice(iter_source_texts(s, stats), limit) for s in sources)
         logger.info("Training a %d-piece tokenizer on up to %d documents per source", config.tokenizer.vocab_size, limit)
         train_tokenizer(texts=texts, vocab_size=config.tokenizer.vocab_size, output_dir=target)
-    _barrier()
+    barrier()
     return AutoTokenizer.from_pretrained(target)
-
-
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def build_model(config: RunConfig, tokenizer: PreTrainedTokenizerFast) -> WontonForCausalLM:
