@@ -262,12 +262,14 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
     assert "remote-ok" in result.stdout, result.stderr[-3000:]
 
 
-def test_bf16_forward_and_backward():
-    model = tiny_model().to(torch.bfloat16).train()
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_forward_and_backward(dtype):
+    model = tiny_model().to(dtype).train()
     ids = tokens(2, 8)
     out = model(input_ids=ids, labels=ids)
-    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss)
+    assert out.logits.dtype == dtype and torch.isfinite(out.loss)
     out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_decoder_layer_compiles_without_graph_breaks():
