@@ -47,23 +47,51 @@ def test_deterministic_under_seed(corpus, tokenizer):
     assert a != c
 
 
-def test_packing_invariants(corpus, tokenizer):
+@pytest.mark.parametrize("share_tolerance", [None, 0.005])
+def test_packing_invariants(corpus, tokenizer, share_tolerance):
     eos = tokenizer.eos_token_id
-    windows = take(make(corpus, tokenizer), 60)
+    windows = take(make(corpus, tokenizer, share_tolerance=share_tolerance, min_segment_tokens=24), 60)
+    share_cuts = 0
     for w in windows:
         ids, pos, labels, src = w["input_ids"], w["position_ids"], w["labels"], w["source_ids"]
         assert ids.shape == pos.shape == labels.shape == src.shape == (128,)
         starts = torch.nonzero(pos == 0).flatten().tolist()
         assert starts[0] == 0
-        for s in starts[1:]:
-            assert ids[s - 1] == eos  # a new document only after the previous one's EOS
-            assert pos[s - 1] > 0 or ids[s - 1] == eos
+        for previous, s in zip(starts, starts[1:], strict=False):
+            if ids[s - 1] != eos:  # a segment ends mid-window only at EOS, or at a share cut
+                assert share_tolerance is not None
+                assert s - previous >= 24  # a share cut never leaves less than min_segment_tokens
+                share_cuts += 1
         diffs = pos[1:] - pos[:-1]
         assert bool(((diffs == 1) | (pos[1:] == 0)).all())  # positions count up within a document
         assert (labels[pos == 0] == -100).all()
         assert (labels[pos > 0] == ids[pos > 0]).all()
         for s, e in zip(starts, starts[1:] + [128], strict=True):
             assert len(set(src[s:e].tolist())) == 1  # one source per segment
+    assert share_cuts > 0 or share_tolerance is None
+
+
+def relative_share_errors(windows, weights, seq_len):
+    """Worst |share - weight| / weight over all sources after each window."""
+    counts, errors = Counter(), []
+    for k, w in enumerate(windows, 1):
+        counts.update(w["source_ids"].tolist())
+        errors.append(
+            max(abs(counts[i] / (k * seq_len) - weight) / weight for i, weight in enumerate(weights.values()))
+        )
+    return errors
+
+
+def test_small_sources_keep_their_relative_share(corpus, tokenizer):
+    weights = {"en": 0.9, "de": 0.04, "fr": 0.04, "zh": 0.02}
+    exact = relative_share_errors(
+        take(make(corpus, tokenizer, weights=weights, min_segment_tokens=8), 400), weights, 128
+    )
+    whole = relative_share_errors(
+        take(make(corpus, tokenizer, weights=weights, share_tolerance=None), 400), weights, 128
+    )
+    assert max(exact[200:]) < 0.02, max(exact[200:])
+    assert max(whole[200:]) > 2 * max(exact[200:])  # whole documents from a 2% source overshoot by far more
 
 
 def test_every_document_exactly_once_until_exhausted(corpus, tokenizer):

@@ -157,3 +157,23 @@ def test_bad_input_is_counted_not_fatal(tmp_path, tokenizer, caplog):
     }
     assert scheduler.stats()["dirty"]["documents"] >= 2  # the good lines still made it
     assert items and any("mixed.jsonl:2" in r.getMessage() for r in caplog.records)
+
+
+def test_read_ahead_changes_neither_the_stream_nor_when_skips_are_counted(tmp_path, tokenizer):
+    """Blocks are read and tokenized ahead; a snapshot must still count only the skips of what was consumed."""
+    for f in range(3):
+        lines = []
+        for i in range(12):
+            lines.append(json.dumps({"text": doc_text("en", f * 12 + i)}))
+            if i % 5 == 2:
+                lines.append("{broken json")
+        (tmp_path / f"part{f}.jsonl").write_text("\n".join(lines) + "\n")
+
+    def run(prefetch_blocks):
+        source = DataSource(name="en", paths=[str(tmp_path / "*.jsonl")], exhaustion="stop")
+        scheduler = OnlineDataScheduler([source], tokenizer, seq_len=32, block_size=4, prefetch_blocks=prefetch_blocks)
+        return [(w["input_ids"].tolist(), w["data_state"]["skips"]) for w in scheduler]
+
+    synchronous, ahead = run(0), run(2)
+    assert ahead == synchronous
+    assert synchronous[0][1]["en"].get("malformed_json", 0) < synchronous[-1][1]["en"]["malformed_json"] == 6

@@ -37,6 +37,9 @@ def test_overrides_are_parsed_as_yaml():
         ("model.preset=wonton-99b", "`model.preset`"),
         ("data.seq_len=0", "`data.seq_len`"),
         ("train.precision=fp8", "`train.precision`"),
+        ("data.share_tolerance=-0.1", "`data.share_tolerance`"),
+        ("data.prefetch_blocks=-1", "`data.prefetch_blocks`"),
+        ("data.min_segment_tokens=0", "`data.min_segment_tokens`"),
         ("bogus=1", r"Unknown key\(s\) \['bogus'\]"),
     ],
 )

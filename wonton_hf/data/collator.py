@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+FIELDS = ("input_ids", "labels", "position_ids", "source_ids")
+
 
 @dataclass
 class PackedWindowCollator:
@@ -23,10 +25,14 @@ class PackedWindowCollator:
     """Keep `source_ids` and `data_state` (needed by `DataSchedulerCallback`); False for a bare model call."""
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        batch: dict[str, Any] = {
-            key: torch.stack([torch.as_tensor(item[key]) for item in items])
-            for key in ("input_ids", "labels", "position_ids", "source_ids")
-        }
+        # The four fields share one buffer: a DataLoader worker then hands the batch over as one shared-memory
+        # segment instead of four, which halves the cost of the hand-over (benchmarks/data_scheduler_throughput.py).
+        first = torch.as_tensor(items[0]["input_ids"])
+        buffer = torch.empty((len(FIELDS), len(items), *first.shape), dtype=torch.long)
+        batch: dict[str, Any] = {}
+        for row, key in zip(buffer, FIELDS, strict=True):
+            torch.stack([torch.as_tensor(item[key], dtype=torch.long) for item in items], out=row)
+            batch[key] = row
         if self.keep_scheduler_fields:
             if "data_state" in items[-1]:
                 batch["data_state"] = items[-1]["data_state"]

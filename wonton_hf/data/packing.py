@@ -1,8 +1,9 @@
 """Stuffing: documents packed into full `seq_len` windows, as the paper's content stuffing.
 
 Every position holds a real token (no padding except, once, at the very end of a finite stream). Each
-document ends with EOS; a document longer than the room left in a window is cut and continues in a later
-window of the same shard (the next one where its source is due: see `_ShardRun.next_chunk`). `position_ids`
+document ends with EOS; a document longer than the room left in a window is cut and continues later in the
+same shard (when its source is due again: see `_ShardRun.next_chunk`; early in a run a document of a small
+source may also be cut where its share would overshoot, see `multiplexer`). `position_ids`
 restart at 0 at every document start and at every continuation, so a continued document is a fresh segment: the model
 builds its block-diagonal mask from the restarts and never attends across documents, and positions never
 exceed `seq_len - 1`, the range the model is trained on. The label of a segment's first token is -100: it

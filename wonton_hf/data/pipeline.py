@@ -20,13 +20,18 @@ so no record is lost or repeated.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 from .sources import DataSource, SkipCounter, iter_raw_records, normalise_record
 
-Tokenize = Callable[[list[str]], list[list[int]]]
+Submit = Callable[[list[str]], "Future[list[Any]] | list[Any]"]
+"""Starts tokenizing a block: a Future (tokenizer thread) or the result itself (no prefetch); one `tokenizers`
+`Encoding` (anything with `.ids`) per text."""
 
 
 def new_frontier(epoch: int = 0) -> dict[str, Any]:
@@ -94,12 +99,13 @@ class SourceStream:
         shard: int,
         num_shards: int,
         block_size: int,
-        tokenize: Tokenize,
+        submit: Submit,
         eos_id: int,
         frontier: dict[str, Any] | None = None,
         history: list[dict[str, Any]] | None = None,
         skips: dict[str, int] | None = None,
         bos_id: int | None = None,
+        prefetch: int = 1,
     ) -> None:
         self.source = source
         self.files = source.files
@@ -107,9 +113,11 @@ class SourceStream:
         self.shard = shard
         self.num_shards = num_shards
         self.block_size = block_size
-        self.tokenize = tokenize
+        self.submit = submit
         self.eos_id = eos_id
         self.bos_id = bos_id
+        self.prefetch = prefetch
+        """Blocks read and tokenizing ahead of the one being consumed."""
         self.history = History(history or [], len(self.files))
         self.frontier = dict(frontier or new_frontier(self.history.min_epoch()))
         self.skips = SkipCounter(source.name, skips)
@@ -152,29 +160,58 @@ class SourceStream:
     # ---- production ----
 
     def _iter_docs(self) -> Iterator[tuple[dict[str, Any], list[int]]]:
+        """Documents in stream order; the next `prefetch` blocks are read and sent to the tokenizer ahead.
+
+        Tokenization is most of the pipeline's work and runs in Rust without the GIL, so while this thread packs
+        the current block, the tokenizer thread already encodes the next one. Everything that changes what
+        a snapshot says (frontier, skip counts) is applied only when the consumer reaches the item, in order.
+        """
+        items = self._prepared()
+        ahead: deque[_Prepared] = deque()
+
+        def pull() -> bool:
+            item = next(items, None)
+            if item is None:
+                return False
+            if item.block is not None:
+                item.tokens = self.submit(item.block.texts)
+            ahead.append(item)
+            return True
+
+        while ahead or pull():
+            item = ahead.popleft()
+            while sum(queued.block is not None for queued in ahead) < self.prefetch and pull():
+                pass
+            self.skips.replay(item.skips)
+            if item.new_epoch is not None:
+                self.frontier.update(new_frontier(item.new_epoch))
+            if item.block is not None:
+                yield from self._block_docs(item.block, _result(item.tokens))
+
+    def _prepared(self) -> Iterator[_Prepared]:
         """Walks the shard's blocks from the frontier over epochs; stops per the exhaustion policy."""
         start = dict(self.frontier)
         epoch = start["epoch"]
+        pending = _DeferredSkips()
         while True:
             produced = 0
-            for item in self._epoch_docs(epoch, start if epoch == start["epoch"] else None):
+            for block in self._epoch_blocks(epoch, start if epoch == start["epoch"] else None, pending):
                 produced += 1
-                yield item
-            if self.source.exhaustion == "stop":
-                return
-            if produced == 0 and epoch > self.history.max_epoch():
-                # A whole epoch without one document (too few records for this many shards, or all bad):
-                # repeating would spin forever, so this shard treats the source as exhausted.
+                yield _Prepared(pending.take(), block=block)
+            if self.source.exhaustion == "stop" or (produced == 0 and epoch > self.history.max_epoch()):
+                # `stop`, or a whole epoch without one document (too few records for this many shards, or all
+                # bad): repeating would spin forever, so this shard treats the source as exhausted.
+                yield _Prepared(pending.take())
                 return
             epoch += 1
-            self.frontier.update(new_frontier(epoch))
+            yield _Prepared(pending.take(), new_epoch=epoch)
 
     def file_order(self, epoch: int) -> list[int]:
         order = list(range(len(self.files)))
         random.Random(f"{self.seed}/{self.source.name}/files/{epoch}").shuffle(order)
         return order
 
-    def _epoch_docs(self, epoch: int, start: dict[str, Any] | None) -> Iterator[tuple[dict[str, Any], list[int]]]:
+    def _epoch_blocks(self, epoch: int, start: dict[str, Any] | None, skips: _DeferredSkips) -> Iterator[_Block]:
         order = self.file_order(epoch)
         first_file = start["file"] if start else 0
         for file_pos in range(first_file, len(order)):
@@ -183,13 +220,13 @@ class SourceStream:
             if self.history.file_consumed(epoch, file_pos):
                 continue
             resume = start if start and file_pos == start["file"] else None
-            yield from self._file_docs(epoch, file_pos, self.files[order[file_pos]], resume)
+            yield from self._file_blocks(epoch, file_pos, self.files[order[file_pos]], resume, skips)
 
-    def _file_docs(
-        self, epoch: int, file_pos: int, path: str, resume: dict[str, Any] | None
-    ) -> Iterator[tuple[dict[str, Any], list[int]]]:
+    def _file_blocks(
+        self, epoch: int, file_pos: int, path: str, resume: dict[str, Any] | None, skips: _DeferredSkips
+    ) -> Iterator[_Block]:
         fmt = self.source.format_of(path)
-        records = iter_raw_records(path, fmt, self.source.txt_unit, self.skips)
+        records = iter_raw_records(path, fmt, self.source.txt_unit, skips)
         first_block = resume["block"] if resume else 0
         block = 0
         while True:
@@ -202,24 +239,83 @@ class SourceStream:
                 begin = (resume["record"], resume["token"]) if resume and block == first_block else (0, 0)
                 if done != (-1, 0):
                     begin = max(begin, done or (0, 0))
-                    yield from self._block_docs(epoch, file_pos, block, path, fmt, raw, begin)
+                    yield self._normalised_block(epoch, file_pos, block, path, fmt, raw, begin, skips)
             block += 1
 
-    def _block_docs(
-        self, epoch: int, file_pos: int, block: int, path: str, fmt: str, raw: list[Any], begin: tuple[int, int]
-    ) -> Iterator[tuple[dict[str, Any], list[int]]]:
+    def _normalised_block(
+        self,
+        epoch: int,
+        file_pos: int,
+        block: int,
+        path: str,
+        fmt: str,
+        raw: list[Any],
+        begin: tuple[int, int],
+        skips: _DeferredSkips,
+    ) -> _Block:
         perm = list(range(len(raw)))
         random.Random(f"{self.seed}/{self.source.name}/block/{epoch}/{path}/{block}").shuffle(perm)
         first_line = block * self.block_size
         positions, texts = [], []
         for q in range(begin[0], len(perm)):
-            text = normalise_record(raw[perm[q]], self.source, fmt, self.skips, path, first_line + perm[q])
+            text = normalise_record(raw[perm[q]], self.source, fmt, skips, path, first_line + perm[q])
             if text is not None:
                 positions.append(q)
                 texts.append(text)
-        for q, ids in zip(positions, self.tokenize(texts), strict=True):
+        return _Block(epoch, file_pos, block, begin, positions, texts)
+
+    def _block_docs(self, block: _Block, encodings: list[Any]) -> Iterator[tuple[dict[str, Any], list[int]]]:
+        begin = block.begin
+        for q, encoding in zip(block.positions, encodings, strict=True):
+            ids = encoding.ids
             token = begin[1] if q == begin[0] else 0
-            doc = ([self.bos_id] if self.bos_id is not None else []) + ids + [self.eos_id]
-            if token >= len(doc):
+            if self.bos_id is not None:
+                ids.insert(0, self.bos_id)
+            ids.append(self.eos_id)
+            if token >= len(ids):
                 continue
-            yield {"epoch": epoch, "file": file_pos, "block": block, "record": q, "token": token}, doc
+            yield {"epoch": block.epoch, "file": block.file, "block": block.block, "record": q, "token": token}, ids
+
+
+@dataclass
+class _Block:
+    """The owned records of one block, normalised, in shuffled order, waiting for (or past) tokenization."""
+
+    epoch: int
+    file: int
+    block: int
+    begin: tuple[int, int]
+    positions: list[int]
+    texts: list[str]
+
+
+@dataclass
+class _Prepared:
+    """One step of a source's stream: skips to count, maybe a new epoch, maybe a block (with its token ids)."""
+
+    skips: list[tuple[Any, ...]]
+    block: _Block | None = None
+    new_epoch: int | None = None
+    tokens: Future | list[Any] | None = None
+
+
+class _DeferredSkips:
+    """Collects skips met while reading ahead; `SkipCounter.replay` counts them when the stream gets there.
+
+    Counting them at read time would put skips of a prefetched block into a snapshot taken before it, and a
+    resume from that snapshot would count them a second time.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def skip(self, reason: str, path: str, line: int | None, detail: str = "") -> None:
+        self.events.append((reason, path, line, detail))
+
+    def take(self) -> list[tuple[Any, ...]]:
+        events, self.events = self.events, []
+        return events
+
+
+def _result(tokens: Future | list[Any] | None) -> list[Any]:
+    return tokens.result() if isinstance(tokens, Future) else tokens or []

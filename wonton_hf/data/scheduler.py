@@ -28,6 +28,7 @@ import tempfile
 import weakref
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from torch.utils.data import IterableDataset, get_worker_info
@@ -96,6 +97,11 @@ class OnlineDataScheduler(IterableDataset):
         schedule: a `WeightSchedule` (or its dict) over steps or tokens.
         eos_token_id, pad_token_id, bos_token_id: default from the tokenizer; BOS is added only if given.
         journal_dir: where the mixture journal file for DataLoader workers lives (default: the temp dir).
+        share_tolerance: how far (relative) a segment may take its source beyond its target share; longer
+            documents are cut there and continue later. None: never cut except at window ends (see `multiplexer`).
+        min_segment_tokens: the shortest segment such a cut leaves (no cut yields fewer tokens).
+        prefetch_blocks: blocks per source read and tokenized ahead in a background thread (the tokenizer runs
+            without the GIL, so encoding overlaps reading and packing); 0 tokenizes in the iterating thread.
     """
 
     def __init__(
@@ -116,6 +122,9 @@ class OnlineDataScheduler(IterableDataset):
         pad_token_id: int | None = None,
         bos_token_id: int | None = None,
         journal_dir: str | None = None,
+        prefetch_blocks: int = 1,
+        share_tolerance: float | None = 0.005,
+        min_segment_tokens: int = 64,
     ) -> None:
         super().__init__()
         self.sources = load_sources(sources) if isinstance(sources, str) else list(sources)
@@ -134,6 +143,17 @@ class OnlineDataScheduler(IterableDataset):
         self.batch_size = _positive("batch_size", batch_size)
         self.gradient_accumulation_steps = _positive("gradient_accumulation_steps", gradient_accumulation_steps)
         self.block_size = _positive("block_size", block_size)
+        if not isinstance(prefetch_blocks, int) or prefetch_blocks < 0:
+            raise ValueError(
+                f"OnlineDataScheduler: `prefetch_blocks` must be an integer >= 0, got {prefetch_blocks!r}."
+            )
+        self.prefetch_blocks = prefetch_blocks
+        if share_tolerance is not None and not (isinstance(share_tolerance, int | float) and share_tolerance >= 0):
+            raise ValueError(
+                f"OnlineDataScheduler: `share_tolerance` must be None or a number >= 0, got {share_tolerance!r}."
+            )
+        self.share_tolerance = share_tolerance
+        self.min_segment_tokens = _positive("min_segment_tokens", min_segment_tokens)
         self.stratified = bool(stratified)
         self.eos_token_id = self._special_id(tokenizer, eos_token_id, "eos", required=True)
         self.pad_token_id = self._special_id(tokenizer, pad_token_id, "pad", required=False)
@@ -177,10 +197,12 @@ class OnlineDataScheduler(IterableDataset):
             return 0
         return int(found)
 
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
+    def encode(self, texts: list[str]) -> list[Any]:
+        """Batched fast encoding; the `Encoding`s' ids are read only when each document is packed, so converting
+        them to Python ints happens in the packing thread, not in the tokenizer thread (see `prefetch_blocks`)."""
         if not texts:
             return []
-        return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
+        return self.backend.encode_batch_fast(texts, add_special_tokens=False)
 
     # ---- iteration ----
 
@@ -434,6 +456,13 @@ class _ShardRun:
 
     def __init__(self, scheduler: OnlineDataScheduler, role: int, num_workers: int, start: dict[str, Any] | None):
         self.s = scheduler
+        # One tokenizer thread per shard run, shared by its sources: blocks are encoded in the order the
+        # sources ask for them, and the thread is created in the process that iterates (a DataLoader worker).
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="wonton-tokenize")
+            if scheduler.prefetch_blocks > 0
+            else None
+        )
         self.role = role
         self.num_workers = num_workers
         self.shard = scheduler.rank * num_workers + role
@@ -448,17 +477,22 @@ class _ShardRun:
                 self.shard,
                 num_shards,
                 scheduler.block_size,
-                scheduler.tokenize,
+                self._submit,
                 scheduler.eos_token_id,
                 frontier=frontiers.get(source.name),
                 history=scheduler._state["history"].get(source.name, []),
                 skips=skips.get(source.name),
                 bos_id=scheduler.bos_token_id,
+                prefetch=scheduler.prefetch_blocks,
             )
             for source in scheduler.sources
         ]
         self.mux = DeficitMultiplexer(
-            scheduler.names, seed=scheduler.seed * 1_000_003 + self.shard, stratified=scheduler.stratified
+            scheduler.names,
+            seed=scheduler.seed * 1_000_003 + self.shard,
+            stratified=scheduler.stratified,
+            tolerance=scheduler.share_tolerance,
+            min_segment=scheduler.min_segment_tokens,
         )
         if "multiplexer" in start:
             self.mux.load_state_dict(start["multiplexer"])
@@ -475,6 +509,11 @@ class _ShardRun:
         # worker forked before a change) are the ones beyond the copied journal.
         known = len(self.controller.journal)
         self._pending = self.channel.poll()[known:]
+
+    def _submit(self, texts: list[str]) -> Future[list[Any]] | list[Any]:
+        if self._executor is None:
+            return self.s.encode(texts)
+        return self._executor.submit(self.s.encode, texts)
 
     def step_of_window(self, n: int) -> int:
         batch_in_rank = (n // self.s.batch_size) * self.num_workers + self.role
@@ -505,16 +544,17 @@ class _ShardRun:
     def next_chunk(self, room: int) -> tuple[int, list[int]] | None:
         """The next segment: the source furthest behind gives the rest of its current document, up to `room`.
 
-        The source is chosen at every segment, not every document: a document longer than the room left is
-        cut, and its rest comes in a later window when its source is due again. Cuts cost nothing (positions
-        restart at every window anyway), and shares then track the weights to within one window even when
-        single documents are longer than a window.
+        The source is chosen at every segment, not every document. A document is cut where the window ends, or
+        where its source would overshoot its share by more than the tolerance (`DeficitMultiplexer.allowance`;
+        only while the source has received few tokens); its rest comes later, when its source is due again, as
+        a new segment (positions restart). Shares then track the weights even when documents are long.
         """
         while True:
             source = self.mux.pick(self._window_weights, [not st.exhausted for st in self.streams])
             if source is None:
                 return None
-            taken = self.streams[source].take(room)
+            allowance = self.mux.allowance(source, self._window_weights)
+            taken = self.streams[source].take(room if allowance is None else min(room, allowance))
             if taken is None:  # exhausted with `stop`: its weight goes to the others
                 self.mux.drop(source)
                 logger.info("source %s exhausted on shard %d", self.s.names[source], self.shard)
@@ -530,6 +570,13 @@ class _ShardRun:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.s._live_run = self
+        try:
+            yield from self._windows()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _windows(self) -> Iterator[dict[str, Any]]:
         while True:
             step = self.step_of_window(self.windows)
             self._poll_journal(step)

@@ -181,6 +181,11 @@ class SkipCounter:
             where = f"{path}:{line + 1}" if line is not None else path
             logger.warning("source %s: skipped %s at %s %s", self.source, reason, where, detail)
 
+    def replay(self, events: list[tuple[Any, ...]]) -> None:
+        """Counts skips recorded earlier (`(reason, path, line, detail)`), e.g. while reading ahead."""
+        for event in events:
+            self.skip(*event)
+
 
 # ---- raw records ----
 

@@ -59,6 +59,12 @@ class DataConfig:
     """DataLoader worker processes per rank"""
     block_size: int = 1024
     """records per shuffle block"""
+    share_tolerance: float | None = 0.005
+    """how far (relative) a segment may take its source past its target share; null: cut documents only at window ends"""
+    min_segment_tokens: int = 64
+    """the shortest piece a share cut leaves"""
+    prefetch_blocks: int = 1
+    """blocks per source tokenized ahead in a background thread; 0: tokenize in the data loading thread"""
 
 
 @dataclass
@@ -152,10 +158,15 @@ class RunConfig:
                     "train.per_device_batch_size": self.train.per_device_batch_size,
                     "train.global_batch_tokens": self.train.global_batch_tokens,
                     "train.logging_steps": self.train.logging_steps, "train.save_steps": self.train.save_steps,
+                    "data.min_segment_tokens": self.data.min_segment_tokens,
                     "optimizer.learning_rate": self.optimizer.learning_rate}
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"`{name}` must be positive, got {value}.")
+        if self.data.share_tolerance is not None and not self.data.share_tolerance >= 0:
+            raise ValueError(f"`data.share_tolerance` must be null or >= 0, got {self.data.share_tolerance}.")
+        if self.data.prefetch_blocks < 0:
+            raise ValueError(f"`data.prefetch_blocks` must be >= 0 (0 turns read-ahead off), got {self.data.prefetch_blocks}.")
         if self.optimizer.warmup_steps < 0 or not 0 <= self.optimizer.min_lr_rate <= 1:
             raise ValueError("`optimizer.warmup_steps` must be >= 0 and `optimizer.min_lr_rate` in [0, 1].")
         if self.train.precision not in {"auto", "bf16", "fp16", "fp32"}:

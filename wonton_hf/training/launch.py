@@ -224,6 +224,9 @@ def build_scheduler(config: RunConfig, sources: list[DataSource], tokenizer, arg
         block_size=config.data.block_size,
         stratified=config.data.stratified,
         schedule=config.data.schedule,
+        share_tolerance=config.data.share_tolerance,
+        min_segment_tokens=config.data.min_segment_tokens,
+        prefetch_blocks=config.data.prefetch_blocks,
     )
 
 
