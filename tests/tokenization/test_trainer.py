@@ -45,6 +45,27 @@ def test_special_ids_match_the_original(trained) -> None:
     assert (tok.pad_token_id, tok.unk_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2, 3)
 
 
+def test_id_layout_bytes_and_space_runs_at_fixed_ids(trained) -> None:
+    """Specials, the 256 byte tokens and the 23 space runs take the same ids whatever the corpus."""
+    tok = trained[0].tokenizer
+    assert tok.convert_tokens_to_ids([f"<0x{b:02X}>" for b in range(256)]) == list(range(4, 260))
+    assert tok.convert_tokens_to_ids([" " * n for n in range(2, 25)]) == list(range(260, 283))
+    vocab = tok.get_vocab()
+    assert sorted(vocab.values()) == list(range(len(tok)))  # dense, no gaps or duplicates
+    learnt = [t for t, i in vocab.items() if i >= 283]
+    assert {"\n", "\t", "\r", " ", "7"} <= set(learnt)  # the required characters are in the alphabet
+
+
+def test_byte_tokens_and_space_runs_are_not_special(trained) -> None:
+    """Training registers them as the trainer's special tokens; the saved tokenizer must not treat them so."""
+    tok = trained[0].tokenizer
+    assert len(tok.backend_tokenizer.get_added_tokens_decoder()) == len(SPECIAL_TOKENS)
+    text = "typed <0x41> and   three spaces"
+    ids = tok.encode(text, add_special_tokens=False)
+    assert tok.convert_tokens_to_ids("<0x41>") not in ids  # literal text, not the byte token
+    assert tok.decode(ids, skip_special_tokens=True) == text  # space runs survive skip_special_tokens
+
+
 def test_digits_are_single_tokens(trained) -> None:
     tok = trained[0].tokenizer
     assert tokens(tok, "2024") == ["2", "0", "2", "4"]
@@ -119,6 +140,32 @@ def test_small_corpus_pads_with_reserved_tokens(caplog: pytest.LogCaptureFixture
         result = train_tokenizer(texts=["ab ab ab"], vocab_size=MIN_VOCAB_SIZE)
     assert len(result.tokenizer) == round_vocab_size(MIN_VOCAB_SIZE)
     assert result.reserved_tokens > 0 and "ran out of pairs" in caplog.text
+
+
+def test_alphabet_larger_than_the_vocabulary_is_cut_to_fit() -> None:
+    """`alphabet_fraction=1` with more distinct characters than free ids: the rarest fall back to bytes."""
+    cjk = [chr(0x4E00 + i) for i in range(300)]  # 300 distinct characters: 50 frequent, 249 seen 3 times, 1 once
+    texts = [" ".join(cjk[i : min(i + 20, 299)]) for i in range(0, 299, 20)] * 3 + [" ".join(cjk[:50])] * 20
+    texts.append(cjk[-1])
+    result = train_tokenizer(texts=texts, vocab_size=384, alphabet_fraction=1.0)
+    tok = result.tokenizer
+    assert len(tok) == 384 and result.reserved_tokens == 0
+    vocab = tok.get_vocab()
+    assert cjk[0] in vocab and cjk[-1] not in vocab  # the most frequent kept, the rarest cut
+    text = "".join(cjk)
+    assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
+    assert tok.unk_token_id not in tok.encode(text, add_special_tokens=False)
+
+
+def test_finalise_rejects_a_base_larger_than_the_vocabulary() -> None:
+    """The guard behind the alphabet cut: a clear error, where the old trimming loop never ended."""
+    from tokenizers import Tokenizer, models
+
+    from wonton_hf.tokenization.trainer import _finalise
+
+    pipeline = Tokenizer(models.BPE(vocab={chr(0x4E00 + i): i for i in range(400)}, merges=[]))
+    with pytest.raises(ValueError, match="alphabet_fraction"):
+        _finalise(pipeline, 384)
 
 
 def test_files_named_sources_and_weights(tmp_path: Path) -> None:

@@ -10,11 +10,17 @@ The rules of the Wonton tokenizer (section 2.3 of the report) and how each is en
 - no dummy prefix and lossless decode: spaces are kept as spaces inside tokens (no `▁` rewriting, no
   normalizer), so `decode(encode(s)) == s` for every valid string.
 
+Ids: `<pad>` `<unk>` `<s>` `</s>` = 0..3, the 256 `<0xNN>` byte tokens = 4..259, the runs of 2..24 spaces =
+260..282 (the same ids for every corpus), then the alphabet and the merges in the order they were learnt.
+
 Speed: the pipeline is one regex split plus a BPE whose `ignore_merges` returns whole in-vocabulary
 words without replaying merges. Words are counted once, in one streaming pass on all cores; merges are
 then learnt single-threaded (rayon's per-merge dispatch costs more than it saves once most merges touch
-a handful of words; single-threaded merging took about half the time for 100k merges on 2 cores). `benchmarks/tokenizer_train_vs_sentencepiece.py`
-measures training time, held-out compression and encode throughput against SentencePiece.
+a handful of words: on 2 cores, 3.5 s instead of 1.7 s for 100k merges, 1.4 s instead of 0.9 s for 8k).
+The byte tokens and space runs are the trainer's special tokens, so the trainer itself lays out the final
+ids and stops at exactly the requested size; its model is used as it is (rebuilding and copying it
+afterwards cost 0.6 s at 100k). `benchmarks/tokenizer_train_vs_sentencepiece.py` measures training time
+(and where it goes), held-out compression and encode throughput against SentencePiece.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>")
 """Ids 0..3, as in the original tokenizer (pad 0, unk 1, bos 2, eos 3)."""
 BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
 MAX_SPACE_RUN = 24
+SPACE_RUNS = tuple(" " * n for n in range(2, MAX_SPACE_RUN + 1))
+"""Every run of 2..24 spaces is one token, whether BPE would learn it or not (one space is in the alphabet)."""
 PRETOKENIZE_PATTERN = "|".join(
     [
         r" ?[\p{L}\p{M}]+",  # a word, with the single space before it (no dummy prefix: a text-initial word has none)
@@ -52,7 +60,7 @@ PRETOKENIZE_PATTERN = "|".join(
 REQUIRED_CHARACTERS = tuple("0123456789") + ("\n", "\t", "\r", " ")
 VOCAB_MULTIPLE = 128
 DEFAULT_VOCAB_SIZE = 139_776
-MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + len(BYTE_TOKENS) + len(REQUIRED_CHARACTERS) + MAX_SPACE_RUN - 1
+MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + len(BYTE_TOKENS) + len(SPACE_RUNS) + len(REQUIRED_CHARACTERS)
 RESERVED_TOKEN = "<reserved_{}>"
 
 
@@ -155,12 +163,12 @@ def train_tokenizer(
     stream = _texts(inputs, texts, config, stats)
     target = round_vocab_size(config.vocab_size)
     pipeline = build_pipeline()
-    trainer = trainers.BpeTrainer(
-        vocab_size=target - len(BYTE_TOKENS),
+    trainer = trainers.BpeTrainer(  # its special tokens take the first ids, in this order: the final layout
+        vocab_size=target,
         min_frequency=config.min_frequency,
         show_progress=config.show_progress,
-        special_tokens=list(SPECIAL_TOKENS),
-        limit_alphabet=int(target * config.alphabet_fraction),
+        special_tokens=[*SPECIAL_TOKENS, *BYTE_TOKENS, *SPACE_RUNS],
+        limit_alphabet=_alphabet_limit(target, config.alphabet_fraction),
         initial_alphabet=list(REQUIRED_CHARACTERS),
         max_token_length=config.max_token_length,
     )
@@ -176,6 +184,16 @@ def train_tokenizer(
     if output_dir is not None:
         save_tokenizer(tokenizer, output_dir)
     return result
+
+
+def _alphabet_limit(target: int, fraction: float) -> int:
+    """At most `fraction` of the vocabulary, and never more than the ids left after the fixed tokens.
+
+    Without the second bound, `alphabet_fraction` near 1 on a corpus with many distinct characters gives an
+    alphabet that alone overflows the vocabulary; the characters cut here fall back to byte tokens.
+    """
+    fixed = len(SPECIAL_TOKENS) + len(BYTE_TOKENS) + len(SPACE_RUNS)
+    return min(int(target * fraction), target - fixed)
 
 
 def _texts(inputs: object, texts: Iterable[str] | None, config: BPETrainingConfig, stats: CorpusStats) -> Iterable[str]:
@@ -239,39 +257,50 @@ def _parallel_counting_sequential_merges() -> Iterator[Callable[[Iterable[list[s
 
 
 def _finalise(pipeline: Tokenizer, target: int) -> tuple[PreTrainedTokenizerFast, int]:
-    """Lays out ids (specials, bytes, alphabet, space runs, merges) and trims or pads to exactly `target`."""
-    model = json.loads(pipeline.to_str())["model"]
-    trained = sorted(model["vocab"], key=model["vocab"].get)
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    learnt = {a + b for a, b in merges}
-    alphabet = [t for t in trained if t not in SPECIAL_TOKENS and t not in learnt]
-    base = list(SPECIAL_TOKENS) + list(BYTE_TOKENS) + alphabet
-    while True:  # the rarest merges make room for the space runs BPE did not learn (at most two rounds)
-        learnt = {a + b for a, b in merges}
-        runs = [" " * n for n in range(2, MAX_SPACE_RUN + 1) if " " * n not in learnt]
-        excess = len(base) + len(runs) + len(merges) - target
-        if excess <= 0:
-            break
-        merges = merges[: len(merges) - excess]
-    tokens = base + runs + list(dict.fromkeys(a + b for a, b in merges))
-    reserved = max(0, target - len(tokens))
+    """Moves the trained model into a fresh pipeline and wraps it, padding with reserved tokens if short.
+
+    The trainer already laid out the ids (specials, byte tokens and space runs first, as its special tokens,
+    then the alphabet and the merges) and stopped at exactly `target`, so the model is adopted as it is:
+    rebuilding a 100k `models.BPE` from Python dicts and letting transformers deep-copy it cost 0.6 s.
+    A fresh pipeline, because training registered the byte tokens and space runs as added special tokens,
+    which would make `skip_special_tokens` drop them and match `<0x41>` typed in text.
+    """
+    size = pipeline.get_vocab_size(with_added_tokens=False)
+    if size > target:  # `_alphabet_limit` prevents it; a guard in case `tokenizers` ever counts differently
+        raise ValueError(
+            f"tokenizer training: specials, byte tokens, space runs and the alphabet take {size:,} ids, more than "
+            f"vocab_size {target:,}; lower `alphabet_fraction` (rarer characters then fall back to byte tokens) "
+            f"or raise `vocab_size`."
+        )
+    reserved = target - size
+    final = build_pipeline()
     if reserved:
         logger.warning(
             "tokenizer corpus ran out of pairs to merge: %d reserved placeholder tokens fill the vocabulary", reserved
         )
-        tokens += [RESERVED_TOKEN.format(i) for i in range(reserved)]
-    vocab = {token: i for i, token in enumerate(tokens)}
-    final = build_pipeline()
-    final.model = models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, ignore_merges=True)
+        model = json.loads(pipeline.model.__getstate__())
+        vocab = model["vocab"] | {RESERVED_TOKEN.format(i): size + i for i in range(reserved)}
+        merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+        final.model = models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, ignore_merges=True)
+    else:
+        final.model = pipeline.model  # shares the trained Rust model, no copy
     return _wrap(final), reserved
 
 
 def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
+    """`PreTrainedTokenizerFast` around `tokenizer` without copying it.
+
+    `PreTrainedTokenizerFast(tokenizer_object=...)` deep-copies the backend (a pickle round trip, 0.25 s for a
+    100k vocabulary). A backend set before `__init__` is adopted as it is: that is how transformers' own
+    tokenizer classes (e.g. `LlamaTokenizer`) build theirs, so the result is the same object a
+    `tokenizer_object` would give, minus the copy.
+    """
     from tokenizers import AddedToken
 
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
+    wrapped = PreTrainedTokenizerFast.__new__(PreTrainedTokenizerFast)
+    wrapped._tokenizer = tokenizer
+    wrapped.__init__(
         pad_token="<pad>",
         unk_token="<unk>",
         bos_token="<s>",
@@ -279,6 +308,7 @@ def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
         clean_up_tokenization_spaces=False,
         model_max_length=2048,
     )
+    return wrapped
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, output_dir: str | os.PathLike) -> None:
