@@ -113,7 +113,7 @@ def test_every_document_exactly_once_until_exhausted(corpus, tokenizer):
     assert real / (len(items) * 96) > 0.99  # only the very last window is padded
 
 
-def test_token_shares_track_weights_within_one_document(corpus, tokenizer):
+def test_token_shares_track_weights_within_about_one_document(corpus, tokenizer):
     weights = {"en": 0.55, "de": 0.25, "fr": 0.15, "zh": 0.05}
     scheduler = make(corpus, tokenizer, weights=weights)
     windows = take(scheduler, 300)
@@ -123,7 +123,9 @@ def test_token_shares_track_weights_within_one_document(corpus, tokenizer):
         counts.update(w["source_ids"].tolist())
         total = k * 128
         for i, (name, weight) in enumerate(weights.items()):
-            assert abs(counts[i] - weight * total) <= longest, (name, k)
+            # One segment of its own, plus its weight's share of one more: the source furthest behind *relative to
+            # its weight* goes next, so a heavy source may wait for one segment of a light one.
+            assert abs(counts[i] - weight * total) <= longest * (1 + weight), (name, k)
     shares = {n: counts[i] / (300 * 128) for i, n in enumerate(weights)}
     assert shares["zh"] == pytest.approx(0.05, rel=0.1)
 
