@@ -33,8 +33,11 @@ def test_demo_trains_saves_and_the_result_loads_and_generates(tmp_path):
     final = run(prepared)
     losses = [e["loss"] for e in prepared.trainer.state.log_history if "loss" in e]
     assert len(losses) == 12 and losses[-1] < losses[0]
-    last = prepared.trainer.state.log_history[-2]  # the last step's log event (the final one is the summary)
-    assert {"data/loss/en", "data/loss/code"} <= set(last), sorted(last)  # per-source loss, every log event
+    steps = [e for e in prepared.trainer.state.log_history if "loss" in e]
+    # The per-source loss is in every log event (for the sources that had tokens since the previous one: a step
+    # here is 256 tokens, so a 16% source can be absent from one), and over the run every source shows up.
+    assert all(any(key.startswith("data/loss/") for key in e) for e in steps), steps
+    assert {"data/loss/en", "data/loss/code"} <= {key for e in steps for key in e}
     assert any("stability/max_z_loss" in e for e in prepared.trainer.state.log_history)
     assert (config.run_dir / "checkpoint-12" / "COMPLETE").is_file()
     model = AutoModelForCausalLM.from_pretrained(final)
