@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from transformers import (
     AutoModelForCausalLM,
@@ -49,7 +48,7 @@ from transformers import (
 from ..data.sources import SkipCounter
 from ..training.checkpoints import barrier
 from ..training.config import MonitorsConfig, apply_overrides, build_dataclass
-from ..training.launch import build_monitors, deepspeed_on_cpu_state, is_main_process, precision_flags, world_size
+from ..training.launch import build_monitors, device_arguments, is_main_process, world_size
 from ..training.launch import check_launch as _check_launch
 from .formats import ChatDataReport, build_chat_dataset, load_chat_sources, source_conversations
 from .template import install_chat_template
@@ -280,10 +279,6 @@ def build_sft_config(config: SFTRunConfig):
     from trl import SFTConfig
 
     train = config.train
-    use_cpu = train.use_cpu if train.use_cpu is not None else not torch.cuda.is_available()
-    extra: dict[str, Any] = {}
-    if use_cpu and train.deepspeed:  # the same accelerate/DeepSpeed world-size trap as in pretraining
-        use_cpu, extra = False, deepspeed_on_cpu_state()
     return SFTConfig(
         output_dir=str(config.run_dir),
         run_name=config.run_name,
@@ -300,7 +295,6 @@ def build_sft_config(config: SFTRunConfig):
         lr_scheduler_type=train.lr_scheduler_type,
         gradient_checkpointing=train.gradient_checkpointing,  # TRL's default is True: ~20% slower, rarely needed
         deepspeed=train.deepspeed,
-        use_cpu=use_cpu,
         logging_steps=train.logging_steps,
         save_steps=train.save_steps,
         save_total_limit=train.save_total_limit,
@@ -312,8 +306,7 @@ def build_sft_config(config: SFTRunConfig):
         packing_strategy="bfd",
         assistant_only_loss=train.assistant_only_loss,
         dataset_num_proc=config.data.num_proc,
-        **precision_flags(train.precision, use_cpu),
-        **extra,
+        **device_arguments(train),  # use_cpu, precision, and the DeepSpeed-on-CPU state as in pretraining
     )
 
 

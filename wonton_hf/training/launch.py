@@ -175,11 +175,20 @@ def precision_flags(precision: str, use_cpu: bool) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
-def build_training_arguments(config: RunConfig):
-    use_cpu = config.train.use_cpu if config.train.use_cpu is not None else not torch.cuda.is_available()
+def device_arguments(train: Any) -> dict[str, Any]:
+    """`use_cpu`, the precision flags and, for DeepSpeed on a CUDA-less machine, the process state it needs.
+
+    `train` is the `train` section of a pretraining or SFT run config (`use_cpu`, `deepspeed`, `precision`):
+    both build their arguments through here, so the accelerate/DeepSpeed world-size trap is handled once.
+    """
+    use_cpu = train.use_cpu if train.use_cpu is not None else not torch.cuda.is_available()
     extra: dict[str, Any] = {}
-    if use_cpu and config.train.deepspeed:
+    if use_cpu and train.deepspeed:
         use_cpu, extra = False, deepspeed_on_cpu_state()
+    return {"use_cpu": use_cpu, **precision_flags(train.precision, use_cpu), **extra}
+
+
+def build_training_arguments(config: RunConfig):
     opt, train = config.optimizer, config.train
     return training_arguments(
         output_dir=str(config.run_dir),
@@ -203,13 +212,11 @@ def build_training_arguments(config: RunConfig):
         seed=train.seed,
         data_seed=train.seed,
         full_determinism=train.deterministic,
-        use_cpu=use_cpu,
         gradient_checkpointing=train.gradient_checkpointing,
         deepspeed=train.deepspeed,
         dataloader_num_workers=config.data.num_workers,
         disable_tqdm=False,
-        **precision_flags(config.train.precision, use_cpu),
-        **extra,
+        **device_arguments(train),
     )
 
 
