@@ -4,7 +4,9 @@ collect file names -> seeded shuffle -> split by rank -> read -> seeded shuffle 
 -> normalise -> tokenize (batched, fast).
 
 The unit that is split and shuffled is a *block*: `block_size` consecutive records of one file. The shuffle
-buffer is a seeded permutation of one block, so where a shard stands is five integers, the *frontier*
+buffer is a seeded permutation of one block; its records are normalised and tokenized lazily, in permutation
+order, a batch of a bounded number of characters at a time (see `SourceStream`), so what a shard holds ahead of
+the packer is bounded by tokens, not by records. Where a shard stands is five integers, the *frontier*
 `(epoch, file, block, record, token)`: everything the shard owns before it has been emitted, the `record`-th
 entry of the block's permutation has been emitted up to `token`. Resuming recomputes the permutation and
 re-reads only the block in progress; nothing is replayed. Splitting by rank and by worker is one split
@@ -20,18 +22,29 @@ so no record is lost or repeated.
 from __future__ import annotations
 
 import random
+import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+import numpy as np
+
 from .sources import DataSource, SkipCounter, iter_raw_records, normalise_record
 
-Submit = Callable[[list[str]], "Future[list[Any]] | list[Any]"]
-"""Starts tokenizing a block: a Future (tokenizer thread) or the result itself (no prefetch); one `tokenizers`
-`Encoding` (anything with `.ids`) per text."""
+Submit = Callable[[Callable[[], Any]], Any]
+"""Runs a tokenizing job: returns a Future (tokenizer thread) or the job's result itself (no read-ahead)."""
+Encode = Callable[[list[str]], list[Any]]
+"""Batched encoding: one `tokenizers` `Encoding` (anything with `.ids`) per text."""
+
+PIECE_CHARS = 32_768
+"""Texts longer than this are tokenized in pieces (a fixed constant: token offsets must not depend on settings)."""
+FIRST_BATCH_CHARS = 8_192
+"""Characters in a stream's first tokenizer batch; batches double from there up to `batch_chars`."""
+DEFAULT_BUFFER_TOKENS = 262_144
+"""Default per-source budget of token ids held ahead of the packer (1 MiB as int32)."""
 
 
 def new_frontier(epoch: int = 0) -> dict[str, Any]:
@@ -90,7 +103,16 @@ class History:
 
 
 class SourceStream:
-    """Documents (token ids + EOS) of one source for one shard, with an exact frontier."""
+    """Documents (token ids + EOS) of one source for one shard, with an exact frontier.
+
+    What the stream holds ahead of the packer is bounded by tokens, not records: the records of the block in
+    progress are normalised and tokenized lazily, in the order the block's permutation consumes them, in
+    batches of at most `batch_chars` characters, and at most `read_ahead` batches are tokenizing or waiting
+    beyond the one being packed. Token ids are kept as int32 arrays (4 bytes a token); the tokenizer's
+    `Encoding` objects (about 80 bytes a token) live only inside one batch's encode call. A text longer than
+    `PIECE_CHARS` is tokenized in pieces cut at whitespace, so a book streams through in bounded memory; the
+    cut points depend on the text only, so token offsets (and resume positions) are the same in every run.
+    """
 
     def __init__(
         self,
@@ -100,12 +122,14 @@ class SourceStream:
         num_shards: int,
         block_size: int,
         submit: Submit,
+        encode: Encode,
         eos_id: int,
         frontier: dict[str, Any] | None = None,
         history: list[dict[str, Any]] | None = None,
         skips: dict[str, int] | None = None,
         bos_id: int | None = None,
-        prefetch: int = 1,
+        read_ahead: int = 1,
+        buffer_tokens: int = DEFAULT_BUFFER_TOKENS,
     ) -> None:
         self.source = source
         self.files = source.files
@@ -114,16 +138,23 @@ class SourceStream:
         self.num_shards = num_shards
         self.block_size = block_size
         self.submit = submit
+        self.encode = encode
         self.eos_id = eos_id
         self.bos_id = bos_id
-        self.prefetch = prefetch
-        """Blocks read and tokenizing ahead of the one being consumed."""
+        self.read_ahead = read_ahead
+        """Batches tokenizing (or tokenized) ahead of the one being packed."""
+        self.batch_chars = batch_chars(buffer_tokens, read_ahead)
         self.history = History(history or [], len(self.files))
         self.frontier = dict(frontier or new_frontier(self.history.min_epoch()))
         self.skips = SkipCounter(source.name, skips)
-        self._docs: Iterator[tuple[dict[str, Any], list[int]]] | None = None
-        self._doc: list[int] | None = None
+        self._pieces: Iterator[_Piece] | None = None
+        self._ahead: deque[_Batch] = deque()
+        self._packing: np.ndarray | None = None
+        self._piece: np.ndarray | None = None
+        self._last = False
         self._offset = 0
+        self._piece_start = 0
+        self._doc_tokens = 0
 
     # ---- consumption (called by the packer) ----
 
@@ -131,62 +162,165 @@ class SourceStream:
     def exhausted(self) -> bool:
         return bool(self.frontier["done"])
 
-    def take(self, n: int) -> tuple[list[int], bool] | None:
+    def take(self, n: int) -> tuple[np.ndarray, bool] | None:
         """Up to `n` tokens of the current document and whether it ended; None once the source is exhausted."""
-        if self._doc is None and not self._next_doc():
+        if self._piece is None and not self._next_piece():
             return None
-        chunk = self._doc[self._offset : self._offset + n]
-        self._offset += len(chunk)
-        self.frontier["token"] = self._offset
-        if self._offset < len(self._doc):
-            return chunk, False
-        self._doc = None
-        self.frontier["record"] += 1
-        self.frontier["token"] = 0
-        return chunk, True
+        parts = []
+        while True:
+            chunk = self._piece[self._offset : self._offset + n]
+            parts.append(chunk)
+            n -= len(chunk)
+            self._offset += len(chunk)
+            self.frontier["token"] = self._piece_start + self._offset
+            if self._offset < len(self._piece):
+                break
+            self._piece = None
+            if self._last:
+                self.frontier["record"] += 1
+                self.frontier["token"] = 0
+                return _joined(parts), True
+            if n == 0 or not self._next_piece():
+                break
+        return _joined(parts), False
 
-    def _next_doc(self) -> bool:
-        if self._docs is None:
-            self._docs = self._iter_docs()
-        item = next(self._docs, None)
-        if item is None:
-            self.frontier["done"] = True
-            return False
-        position, ids = item
-        self.frontier.update(position)
-        self._doc, self._offset = ids, position["token"]
-        return True
+    def _next_piece(self) -> bool:
+        """Moves to the next piece to emit (the next document, or the next piece of the current one)."""
+        if self._pieces is None:
+            self._pieces = self._iter_pieces()
+        for piece in self._pieces:
+            ids = piece.ids
+            if piece.first:
+                self._doc_tokens = 0
+            start = max(0, piece.resume_token - self._doc_tokens)
+            self._piece_start = self._doc_tokens
+            self._doc_tokens += len(ids)
+            if start >= len(ids):  # emitted before the snapshot this stream resumed from
+                continue
+            self.frontier.update(piece.position)
+            self.frontier["token"] = self._piece_start + start
+            self._piece, self._offset, self._last = ids, start, piece.last
+            return True
+        self.frontier["done"] = True
+        return False
 
     # ---- production ----
 
-    def _iter_docs(self) -> Iterator[tuple[dict[str, Any], list[int]]]:
-        """Documents in stream order; the next `prefetch` blocks are read and sent to the tokenizer ahead.
+    def _iter_pieces(self) -> Iterator[_Piece]:
+        """Pieces in stream order; the next `read_ahead` batches are read and sent to the tokenizer ahead.
 
         Tokenization is most of the pipeline's work and runs in Rust without the GIL, so while this thread packs
-        the current block, the tokenizer thread already encodes the next one. Everything that changes what
+        the current batch, the tokenizer thread already encodes the next ones. Everything that changes what
         a snapshot says (frontier, skip counts) is applied only when the consumer reaches the item, in order.
         """
-        items = self._prepared()
-        ahead: deque[_Prepared] = deque()
+        batches = self._batches()
+        ahead = self._ahead
 
         def pull() -> bool:
-            item = next(items, None)
-            if item is None:
+            batch = next(batches, None)
+            if batch is None:
                 return False
-            if item.block is not None:
-                item.tokens = self.submit(item.block.texts)
-            ahead.append(item)
+            if batch.texts:
+                texts, flags = batch.texts, batch.flags
+                batch.texts = batch.flags = []  # the text is dropped once its tokens exist
+                batch.tokens = self.submit(lambda: self._encode_batch(texts, flags))
+            ahead.append(batch)
             return True
 
         while ahead or pull():
-            item = ahead.popleft()
-            while sum(queued.block is not None for queued in ahead) < self.prefetch and pull():
+            batch = ahead.popleft()
+            while sum(queued.tokens is not None for queued in ahead) < self.read_ahead and pull():
                 pass
-            self.skips.replay(item.skips)
-            if item.new_epoch is not None:
-                self.frontier.update(new_frontier(item.new_epoch))
-            if item.block is not None:
-                yield from self._block_docs(item.block, _result(item.tokens))
+            self.skips.replay(batch.prelude)
+            if batch.new_epoch is not None:
+                self.frontier.update(new_frontier(batch.new_epoch))
+            if batch.block is not None:
+                yield from self._batch_pieces(batch)
+
+    def _encode_batch(self, texts: list[str], flags: list[tuple[bool, bool]]) -> tuple[np.ndarray, np.ndarray]:
+        """Texts -> one flat int32 array (BOS/EOS where a document starts/ends) and the length of each text's part.
+
+        Runs in the tokenizer thread: the `Encoding`s are converted and freed here, one batch at a time.
+        """
+        ids = [encoding.ids for encoding in self.encode(texts)]
+        bos = self.bos_id is not None
+        lengths = np.fromiter(
+            (len(x) + (bos and first) + last for x, (first, last) in zip(ids, flags, strict=True)),
+            dtype=np.int64,
+            count=len(ids),
+        )
+        flat = np.empty(int(lengths.sum()), dtype=np.int32)
+        pos = 0
+        for x, (first, last) in zip(ids, flags, strict=True):
+            if bos and first:
+                flat[pos] = self.bos_id
+                pos += 1
+            flat[pos : pos + len(x)] = x
+            pos += len(x)
+            if last:
+                flat[pos] = self.eos_id
+                pos += 1
+        return flat, lengths
+
+    def held_tokens(self) -> int:
+        """Token ids this stream holds now: the batch being packed and the tokenized batches ahead of it."""
+        held = 0 if self._packing is None else len(self._packing)
+        for batch in self._ahead:
+            tokens = batch.tokens
+            if isinstance(tokens, Future):
+                tokens = tokens.result() if tokens.done() else None
+            held += 0 if tokens is None else len(tokens[0])
+        return held
+
+    def _batch_pieces(self, batch: _Batch) -> Iterator[_Piece]:
+        flat, lengths = _result(batch.tokens)
+        batch.tokens = None
+        self._packing = flat
+        block = batch.block
+        ends = np.cumsum(lengths).tolist()
+        skipped = iter(batch.skipped)
+        pending = next(skipped, None)
+        start = 0
+        for (q, first, last), end in zip(batch.items, ends, strict=True):
+            while pending is not None and pending[0] < q:  # skips are counted when the stream passes them
+                self.skips.replay(pending[1])
+                pending = next(skipped, None)
+            resume = block.begin[1] if q == block.begin[0] else 0
+            position = {"epoch": block.epoch, "file": block.file, "block": block.block, "record": q}
+            yield _Piece(position, flat[start:end], first, last, resume)
+            start = end
+        while pending is not None:
+            self.skips.replay(pending[1])
+            pending = next(skipped, None)
+
+    def _batches(self) -> Iterator[_Batch]:
+        """Normalises the owned records in permutation order and groups their texts (or pieces) into batches.
+
+        The first batches are small and grow to `batch_chars`, so the first window waits for little tokenizing.
+        """
+        limit = min(FIRST_BATCH_CHARS, self.batch_chars)
+        for item in self._prepared():
+            if item.block is None:
+                yield _Batch(item.skips, new_epoch=item.new_epoch)
+                continue
+            block = item.block
+            batch = _Batch(item.skips, block=block)
+            for q in range(block.begin[0], len(block.perm)):
+                events = _DeferredSkips()
+                line = block.first_line + block.perm[q]
+                text = normalise_record(block.take_raw(q), self.source, block.fmt, events, block.path, line)
+                if events.events:
+                    batch.skipped.append((q, events.events))
+                if text is None:
+                    continue
+                pieces = split_text(text)
+                for k, piece in enumerate(pieces):
+                    if batch.chars and batch.chars + len(piece) > limit:
+                        yield batch
+                        limit = min(2 * limit, self.batch_chars)
+                        batch = _Batch([], block=block)
+                    batch.add(q, piece, k == 0, k == len(pieces) - 1)
+            yield batch
 
     def _prepared(self) -> Iterator[_Prepared]:
         """Walks the shard's blocks from the frontier over epochs; stops per the exhaustion policy."""
@@ -239,70 +373,116 @@ class SourceStream:
                 begin = (resume["record"], resume["token"]) if resume and block == first_block else (0, 0)
                 if done != (-1, 0):
                     begin = max(begin, done or (0, 0))
-                    yield self._normalised_block(epoch, file_pos, block, path, fmt, raw, begin, skips)
+                    perm = list(range(len(raw)))
+                    random.Random(f"{self.seed}/{self.source.name}/block/{epoch}/{path}/{block}").shuffle(perm)
+                    yield _Block(epoch, file_pos, block, begin, path, fmt, block * self.block_size, perm, raw)
             block += 1
 
-    def _normalised_block(
-        self,
-        epoch: int,
-        file_pos: int,
-        block: int,
-        path: str,
-        fmt: str,
-        raw: list[Any],
-        begin: tuple[int, int],
-        skips: _DeferredSkips,
-    ) -> _Block:
-        perm = list(range(len(raw)))
-        random.Random(f"{self.seed}/{self.source.name}/block/{epoch}/{path}/{block}").shuffle(perm)
-        first_line = block * self.block_size
-        positions, texts = [], []
-        for q in range(begin[0], len(perm)):
-            text = normalise_record(raw[perm[q]], self.source, fmt, skips, path, first_line + perm[q])
-            if text is not None:
-                positions.append(q)
-                texts.append(text)
-        return _Block(epoch, file_pos, block, begin, positions, texts)
 
-    def _block_docs(self, block: _Block, encodings: list[Any]) -> Iterator[tuple[dict[str, Any], list[int]]]:
-        begin = block.begin
-        for q, encoding in zip(block.positions, encodings, strict=True):
-            ids = encoding.ids
-            token = begin[1] if q == begin[0] else 0
-            if self.bos_id is not None:
-                ids.insert(0, self.bos_id)
-            ids.append(self.eos_id)
-            if token >= len(ids):
-                continue
-            yield {"epoch": block.epoch, "file": block.file, "block": block.block, "record": q, "token": token}, ids
+def batch_chars(buffer_tokens: int, read_ahead: int) -> int:
+    """Characters per tokenizer batch, so that the batches held (`read_ahead` + the one packed) fit the budget."""
+    return max(PIECE_CHARS, buffer_tokens // (read_ahead + 1))
+
+
+def min_buffer_tokens(read_ahead: int) -> int:
+    return PIECE_CHARS * (read_ahead + 1)
+
+
+def split_text(text: str) -> list[str]:
+    """Pieces of at most `PIECE_CHARS` characters, cut after whitespace where there is some in the last eighth.
+
+    Cut points depend on the text only (not on any setting), so a document's token offsets are the same in
+    every run; a cut at whitespace changes the tokenization at most by a merge across it.
+    """
+    if len(text) <= PIECE_CHARS:
+        return [text]
+    pieces, start = [], 0
+    while len(text) - start > PIECE_CHARS:
+        end = start + PIECE_CHARS
+        window = text[end - PIECE_CHARS // 8 : end]
+        match = _LAST_SPACE.search(window)
+        if match is not None:
+            end = end - PIECE_CHARS // 8 + match.end()
+        pieces.append(text[start:end])
+        start = end
+    pieces.append(text[start:])
+    return pieces
+
+
+_LAST_SPACE = re.compile(r"\s(?=\S*\Z)")
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 @dataclass
 class _Block:
-    """The owned records of one block, normalised, in shuffled order, waiting for (or past) tokenization."""
+    """One owned block: its raw records and permutation; records are released as they are normalised."""
 
     epoch: int
     file: int
     block: int
     begin: tuple[int, int]
-    positions: list[int]
-    texts: list[str]
+    path: str
+    fmt: str
+    first_line: int
+    perm: list[int]
+    raw: list[Any]
+
+    def take_raw(self, q: int) -> Any:
+        index = self.perm[q]
+        record, self.raw[index] = self.raw[index], None
+        return record
+
+
+@dataclass
+class _Batch:
+    """Texts (or pieces of texts) of one block sent to the tokenizer together, with what to count on the way."""
+
+    prelude: list[tuple[Any, ...]]
+    """Skips met before this batch (reading files), counted when the stream reaches it."""
+    block: _Block | None = None
+    new_epoch: int | None = None
+    items: list[tuple[int, bool, bool]] = field(default_factory=list)
+    """(permutation position, first piece, last piece) per text."""
+    texts: list[str] = field(default_factory=list)
+    flags: list[tuple[bool, bool]] = field(default_factory=list)
+    skipped: list[tuple[int, list[tuple[Any, ...]]]] = field(default_factory=list)
+    """Records of this batch's range that normalised to nothing: (position, skip events)."""
+    chars: int = 0
+    tokens: Future | tuple[np.ndarray, np.ndarray] | None = None
+
+    def add(self, q: int, text: str, first: bool, last: bool) -> None:
+        self.items.append((q, first, last))
+        self.texts.append(text)
+        self.flags.append((first, last))
+        self.chars += len(text)
+
+
+@dataclass
+class _Piece:
+    position: dict[str, int]
+    ids: np.ndarray
+    first: bool
+    last: bool
+    resume_token: int
+    """Tokens of this document emitted before the snapshot the stream resumed from (0 if none)."""
 
 
 @dataclass
 class _Prepared:
-    """One step of a source's stream: skips to count, maybe a new epoch, maybe a block (with its token ids)."""
+    """One step of a source's walk: skips to count, maybe a new epoch, maybe a block."""
 
     skips: list[tuple[Any, ...]]
     block: _Block | None = None
     new_epoch: int | None = None
-    tokens: Future | list[Any] | None = None
 
 
 class _DeferredSkips:
     """Collects skips met while reading ahead; `SkipCounter.replay` counts them when the stream gets there.
 
-    Counting them at read time would put skips of a prefetched block into a snapshot taken before it, and a
+    Counting them at read time would put skips of a prefetched batch into a snapshot taken before it, and a
     resume from that snapshot would count them a second time.
     """
 
@@ -317,5 +497,7 @@ class _DeferredSkips:
         return events
 
 
-def _result(tokens: Future | list[Any] | None) -> list[Any]:
-    return tokens.result() if isinstance(tokens, Future) else tokens or []
+def _result(tokens: Future | tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(tokens, Future):
+        return tokens.result()
+    return tokens if tokens is not None else (np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int64))

@@ -27,7 +27,7 @@ import os
 import tempfile
 import weakref
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -36,7 +36,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .mixture import JournalChannel, MixtureController, WeightSchedule, validate_weights
 from .multiplexer import DeficitMultiplexer
 from .packing import fill_window, window_tensors
-from .pipeline import History, SourceStream, new_frontier
+from .pipeline import DEFAULT_BUFFER_TOKENS, History, SourceStream, min_buffer_tokens, new_frontier
 from .sources import DataSource, load_sources, validate_sources
 
 logger = logging.getLogger(__name__)
@@ -100,8 +100,13 @@ class OnlineDataScheduler(IterableDataset):
         share_tolerance: how far (relative) a segment may take its source beyond its target share; longer
             documents are cut there and continue later. None: never cut except at window ends (see `multiplexer`).
         min_segment_tokens: the shortest segment such a cut leaves (no cut yields fewer tokens).
-        prefetch_blocks: blocks per source read and tokenized ahead in a background thread (the tokenizer runs
-            without the GIL, so encoding overlaps reading and packing); 0 tokenizes in the iterating thread.
+        prefetch_blocks: tokenizer batches per source read and tokenized ahead in a background thread (the
+            tokenizer runs without the GIL, so encoding overlaps reading and packing); 0 tokenizes in the
+            iterating thread. (The name predates batches: whole blocks are no longer tokenized at once.)
+        buffer_tokens: per source and shard, the token ids held ahead of the packer (4 bytes each): the batches
+            being tokenized or packed hold at most about this many tokens, whatever the document length or
+            `block_size` (see `pipeline.SourceStream`). Raise it for throughput with few sources, lower it for
+            memory with many.
     """
 
     def __init__(
@@ -123,6 +128,7 @@ class OnlineDataScheduler(IterableDataset):
         bos_token_id: int | None = None,
         journal_dir: str | None = None,
         prefetch_blocks: int = 1,
+        buffer_tokens: int = DEFAULT_BUFFER_TOKENS,
         share_tolerance: float | None = 0.005,
         min_segment_tokens: int = 64,
     ) -> None:
@@ -148,6 +154,12 @@ class OnlineDataScheduler(IterableDataset):
                 f"OnlineDataScheduler: `prefetch_blocks` must be an integer >= 0, got {prefetch_blocks!r}."
             )
         self.prefetch_blocks = prefetch_blocks
+        if not isinstance(buffer_tokens, int) or buffer_tokens < min_buffer_tokens(prefetch_blocks):
+            raise ValueError(
+                f"OnlineDataScheduler: `buffer_tokens` must be an integer >= {min_buffer_tokens(prefetch_blocks)} "
+                f"(one text piece per batch held with `prefetch_blocks`={prefetch_blocks}), got {buffer_tokens!r}."
+            )
+        self.buffer_tokens = buffer_tokens
         if share_tolerance is not None and not (isinstance(share_tolerance, int | float) and share_tolerance >= 0):
             raise ValueError(
                 f"OnlineDataScheduler: `share_tolerance` must be None or a number >= 0, got {share_tolerance!r}."
@@ -198,8 +210,7 @@ class OnlineDataScheduler(IterableDataset):
         return int(found)
 
     def encode(self, texts: list[str]) -> list[Any]:
-        """Batched fast encoding; the `Encoding`s' ids are read only when each document is packed, so converting
-        them to Python ints happens in the packing thread, not in the tokenizer thread (see `prefetch_blocks`)."""
+        """Batched fast encoding; the stream turns the `Encoding`s into int32 arrays in the same job."""
         if not texts:
             return []
         return self.backend.encode_batch_fast(texts, add_special_tokens=False)
@@ -478,12 +489,14 @@ class _ShardRun:
                 num_shards,
                 scheduler.block_size,
                 self._submit,
+                scheduler.encode,
                 scheduler.eos_token_id,
                 frontier=frontiers.get(source.name),
                 history=scheduler._state["history"].get(source.name, []),
                 skips=skips.get(source.name),
                 bos_id=scheduler.bos_token_id,
-                prefetch=scheduler.prefetch_blocks,
+                read_ahead=scheduler.prefetch_blocks,
+                buffer_tokens=scheduler.buffer_tokens,
             )
             for source in scheduler.sources
         ]
@@ -510,10 +523,8 @@ class _ShardRun:
         known = len(self.controller.journal)
         self._pending = self.channel.poll()[known:]
 
-    def _submit(self, texts: list[str]) -> Future[list[Any]] | list[Any]:
-        if self._executor is None:
-            return self.s.encode(texts)
-        return self._executor.submit(self.s.encode, texts)
+    def _submit(self, job: Callable[[], Any]) -> Future[Any] | Any:
+        return job() if self._executor is None else self._executor.submit(job)
 
     def step_of_window(self, n: int) -> int:
         batch_in_rank = (n // self.s.batch_size) * self.num_workers + self.role

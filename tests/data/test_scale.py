@@ -1,0 +1,119 @@
+"""Scale: memory bounded by tokens, long documents in pieces, a fast first window, exact resume inside a document."""
+
+from __future__ import annotations
+
+import json
+from itertools import islice
+
+import numpy as np
+import pytest
+import torch
+
+from wonton_hf.data import DataSource, OnlineDataScheduler
+from wonton_hf.data.pipeline import FIRST_BATCH_CHARS, PIECE_CHARS, split_text
+
+from .data_fixtures import doc_text
+
+BUDGET = 2 * PIECE_CHARS
+
+
+def book(i: int, chars: int) -> str:
+    parts, n, k = [], 0, 0
+    while n < chars:
+        parts.append(doc_text(("en", "de", "fr")[k % 3], i * 1000 + k))
+        n += len(parts[-1]) + 1
+        k += 1
+    return "\n".join(parts)
+
+
+@pytest.fixture
+def books(tmp_path):
+    """Six documents of 40k to 190k characters: several pieces each, far more than the token budget in all."""
+    texts = [book(i, 40_000 + 30_000 * i) for i in range(6)]
+    path = tmp_path / "books.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path, texts
+
+
+def make(path, tokenizer, **kwargs):
+    kwargs.setdefault("seq_len", 512)
+    kwargs.setdefault("buffer_tokens", BUDGET)
+    return OnlineDataScheduler([DataSource("books", [str(path)], exhaustion="stop")], tokenizer, **kwargs)
+
+
+class _Watch:
+    """Runs the scheduler's shard in process and records how many token ids its stream held at each window."""
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+        self.held: list[int] = []
+        self.dtypes: set[np.dtype] = set()
+
+    def windows(self):
+        for item in self.scheduler:
+            stream = self.scheduler._live_run.streams[0]
+            self.held.append(stream.held_tokens())
+            if stream._piece is not None:
+                self.dtypes.add(stream._piece.dtype)
+            yield item
+
+
+@pytest.mark.parametrize("prefetch_blocks", [0, 1])
+def test_long_documents_stream_in_pieces_within_the_token_budget(books, tokenizer, prefetch_blocks):
+    path, texts = books
+    watch = _Watch(make(path, tokenizer, block_size=1024, prefetch_blocks=prefetch_blocks))
+    windows = list(watch.windows())
+    ids = torch.cat([w["input_ids"][w["source_ids"] >= 0] for w in windows])
+    backend = tokenizer.backend_tokenizer
+    expected = sum(
+        sum(len(backend.encode(piece, add_special_tokens=False).ids) for piece in split_text(text)) + 1 for text in texts
+    )
+    assert len(ids) == expected and int((ids == tokenizer.eos_token_id).sum()) == len(texts)
+    assert max(len(p) for t in texts for p in split_text(t)) <= PIECE_CHARS < len(texts[0])
+    assert max(watch.held) <= BUDGET, "a stream held more token ids than its budget"
+    assert watch.dtypes == {np.dtype(np.int32)}
+
+
+def test_pieces_cut_after_whitespace_and_rejoin_to_the_text():
+    text = book(0, 5 * PIECE_CHARS)
+    pieces = split_text(text)
+    assert "".join(pieces) == text and len(pieces) == 6
+    assert all(p[-1].isspace() for p in pieces[:-1]) and all(len(p) <= PIECE_CHARS for p in pieces)
+    assert split_text("x" * (PIECE_CHARS + 5)) == ["x" * PIECE_CHARS, "xxxxx"]  # no whitespace: a hard cut
+
+
+@pytest.mark.parametrize("stop", [3, 17, 40])
+def test_exact_resume_inside_a_long_document(books, tokenizer, stop):
+    path, _ = books
+    reference = [w["input_ids"] for w in islice(iter(make(path, tokenizer, seq_len=256)), stop + 10)]
+    first = make(path, tokenizer, seq_len=256)
+    snapshot = None
+    for window in islice(iter(first), stop):
+        snapshot = window["data_state"]
+    assert 0 < snapshot["frontiers"]["books"]["token"], "the snapshot should fall inside a document"
+    state = json.loads(json.dumps(first.state_dict()))
+    resumed = make(path, tokenizer, seq_len=256)
+    resumed.load_state_dict(state)
+    after = [w["input_ids"] for w in islice(iter(resumed), 10)]
+    assert all(torch.equal(a, b) for a, b in zip(after, reference[stop:], strict=True))
+
+
+def test_first_window_tokenizes_a_little_of_each_source_not_whole_blocks(tmp_path, tokenizer):
+    sources, total = [], 0
+    for lang in ("en", "de", "fr", "zh"):
+        texts = [doc_text(lang, i) for i in range(2000)]
+        total += sum(map(len, texts))
+        (tmp_path / f"{lang}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        sources.append(DataSource(lang, [str(tmp_path / f"{lang}.jsonl")]))
+    scheduler = OnlineDataScheduler(sources, tokenizer, seq_len=256, block_size=1024)
+    encoded: list[int] = []
+    original = scheduler.encode
+    scheduler.encode = lambda texts: encoded.append(sum(map(len, texts))) or original(texts)
+    next(iter(scheduler))
+    # at most each source's first batch and the one read ahead after it (8k + 16k characters), not 1,024 records
+    assert sum(encoded) <= len(sources) * 3 * FIRST_BATCH_CHARS < total / 4
+
+
+def test_buffer_budget_is_validated(books, tokenizer):
+    with pytest.raises(ValueError, match="`buffer_tokens`"):
+        make(books[0], tokenizer, buffer_tokens=1000)
