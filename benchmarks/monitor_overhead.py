@@ -11,7 +11,10 @@ because a shared machine's load drifts by more than the effect being measured:
 2. End to end: runs with no callbacks and with all three monitors at their defaults, alternating, from
    the same weights and data, `--repeats` times; ratios of the mean step times (which include the
    measured steps) and of the medians (robust to load bursts, but blind to 1-in-N measured steps).
-The claim: overhead <= 5 % of step time at the default interval.
+3. Output-head operator norm alone (part of every measured step since it was added): median time of the
+   `StabilityMonitor`'s norm computation (`output_norm_iterations` power-iteration steps, warm-started as in
+   training, plus the RMS->inf norm) over the median unmeasured step, divided by the default interval.
+The claims: overhead <= 5 % of step time at the default interval, the operator norm <= 1 % of it.
 """
 
 from __future__ import annotations
@@ -81,6 +84,20 @@ def run_once(model, dataset, options, monitors, out: str) -> dict[int, float]:
     return timer.durations
 
 
+def output_norm_cost(model, repeats: int = 21) -> float:
+    """Median time of one warm-started output-norm measurement (the first, cold one is not counted)."""
+    monitor = StabilityMonitor()
+    monitor._output_norms(model)  # cold start: ten times the iterations, once per run
+    durations = []
+    for _ in range(repeats):
+        _sync()
+        start = _clock()
+        monitor._output_norms(model)
+        _sync()
+        durations.append(_clock() - start)
+    return statistics.median(durations)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="wonton-tiny")
@@ -112,6 +129,12 @@ def main() -> None:
         r1 = statistics.median(ratios)
         print(f"paired: measured step / unmeasured neighbour, median of {len(ratios)}: {r1:.3f} "
               f"-> overhead at the default interval {interval}: {100 * (r1 - 1) / interval:+.2f}%")
+        unmeasured = statistics.median(paired[s] for s in paired if s % 2 == 1 and s > args.warmup)
+        norm_cost = output_norm_cost(model)
+        print(f"output-head norm ({StabilityMonitor().output_norm_iterations} power iterations, head "
+              f"{tuple(model.get_output_embeddings().weight.shape)}): {norm_cost * 1000:.3f} ms per measurement = "
+              f"{100 * norm_cost / unmeasured:.3f}% of an unmeasured step ({unmeasured * 1000:.1f} ms) "
+              f"-> {100 * norm_cost / unmeasured / interval:.4f}% per step at the default interval {interval}")
         times: dict[str, list[float]] = {"baseline (no callbacks)": [], "all three monitors (defaults)": []}
         for _ in range(args.repeats):
             times["baseline (no callbacks)"] += list(run_once(model, dataset, options, [], out).values())[args.warmup:]

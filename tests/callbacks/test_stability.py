@@ -161,3 +161,42 @@ def test_bad_options_fail_early():
         StabilityMonitor(every_n_steps=0)
     with pytest.raises(ValueError, match="query_samples"):
         StabilityMonitor(query_samples=-1)
+
+
+def test_output_head_norms_match_exact_values():
+    """Spectral norm by power iteration against the SVD; RMS->inf norm against its definition."""
+    model = tiny_model("sdpa").train()
+    generator = torch.Generator().manual_seed(0)
+    rows, cols = model.lm_head.weight.shape
+    with torch.no_grad():  # a dominant direction, as training makes one, on top of the random init
+        model.lm_head.weight += 0.05 * torch.randn(rows, 1, generator=generator) @ torch.randn(1, cols, generator=generator)
+    weight = model.lm_head.weight.detach()
+    exact = torch.linalg.matrix_norm(weight, ord=2).item()
+    got = monitored_step(model, packed_batch(2), StabilityMonitor(every_n_steps=1))
+    assert got["stability/output_norm/spectral"] <= exact * (1 + 1e-5)  # power iteration never overshoots
+    assert got["stability/output_norm/spectral"] == pytest.approx(exact, rel=1e-4)
+    assert got["stability/output_norm/rms_inf"] == pytest.approx(weight.norm(dim=1).max().item() * cols**0.5, rel=1e-5)
+
+
+def test_power_iteration_is_warm_started_across_measurements():
+    """On a flat spectrum (the random init) one iteration per measurement keeps climbing towards the exact
+    value: each measurement continues from the last one's vector instead of starting over."""
+    model = tiny_model("sdpa").train()
+    exact = torch.linalg.matrix_norm(model.lm_head.weight.detach(), ord=2).item()
+    monitor = StabilityMonitor(every_n_steps=1, output_norm_iterations=1)
+    values = [monitored_step(model, packed_batch(2), monitor)["stability/output_norm/spectral"] for _ in range(4)]
+    assert values[0] < values[1] < values[2] < values[3] <= exact * (1 + 1e-5)
+
+
+def test_output_norm_follows_the_weights_and_can_be_turned_off():
+    model = tiny_model("sdpa").train()
+    monitor = StabilityMonitor(every_n_steps=1)
+    before = monitored_step(model, packed_batch(2), monitor)["stability/output_norm/spectral"]
+    with torch.no_grad():
+        model.lm_head.weight *= 3.0
+    after = monitored_step(model, packed_batch(2), monitor)["stability/output_norm/spectral"]
+    assert after == pytest.approx(3.0 * before, rel=1e-3)
+    off = monitored_step(model, packed_batch(2), StabilityMonitor(every_n_steps=1, output_norm_iterations=0))
+    assert not any(key.startswith("stability/output_norm/") for key in off)
+    with pytest.raises(ValueError, match="output_norm_iterations"):
+        StabilityMonitor(output_norm_iterations=-1)

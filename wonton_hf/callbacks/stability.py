@@ -15,6 +15,15 @@ materialise the logits, so the monitor recomputes `q . k * scaling` itself, for 
     a lower bound of the full maximum; `query_samples: 0` takes every row (exact, costs one extra QK^T).
 
 Costs with S samples: B*H*S*T*D multiply-adds per block, S/T of the attention's own QK^T.
+
+The output head's operator norm (Filatov et al. 2025, "Optimal Scaling Needs Optimal Norm": across model
+and data sizes the best learning-rate/batch pair keeps it at one value, so runs can be compared by it) is
+logged two ways, from the weight as the optimizer is about to update it: the spectral norm (largest
+singular value) by `output_norm_iterations` power-iteration steps warm-started from the previous
+measurement's vector (a lower bound that converges over measurements; the vector is not checkpointed, a
+resumed run re-converges within a few measurements), and the RMS->inf norm Filatov et al. report,
+`sqrt(d_in) * max_i ||W_i||` (exact: the largest logit a unit-RMS input can produce). Cost: one pass over
+the head's weight per iteration, V*d multiply-adds, no activations.
 """
 
 from __future__ import annotations
@@ -74,6 +83,25 @@ def max_attention_logit(query: torch.Tensor, key: torch.Tensor, scaling: float, 
     return best
 
 
+def spectral_norm(weight: torch.Tensor, iterations: int, vector: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(largest singular value estimate, right singular vector estimate) of `weight` [out, in] by power iteration.
+
+    The start vector is `vector` if it fits, else a fixed-seed random one (so every rank holding the same
+    weight gets the same number without communication), with ten times the iterations for that cold start.
+    """
+    w = weight.detach().float()  # out, in
+    if vector is None or vector.shape != (w.shape[1],) or vector.device != w.device:
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        vector = torch.randn(w.shape[1], generator=generator).to(w.device)
+        iterations *= 10
+    v = vector / vector.norm().clamp(min=1e-30)
+    for _ in range(max(iterations, 1)):
+        u = w @ v  # out
+        v = w.t() @ u  # in: one step of W^T W
+        v = v / v.norm().clamp(min=1e-30)
+    return (w @ v).norm(), v
+
+
 def _rms(tensor: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of squares / width, count) over valid positions, for an RMS averaged over micro-batches."""
     squares = tensor.float().square().mean(-1)  # B, T
@@ -106,6 +134,8 @@ class StabilityMonitor(LoggingCallback):
     """path, inside each block, of the first MLP linear whose weight-gradient RMS is logged"""
     layers_module: str = ""
     """path of the ModuleList of blocks; empty: the longest ModuleList named `layers` or `h`"""
+    output_norm_iterations: int = 3
+    """power-iteration steps per measurement for the output head's spectral norm (warm-started); 0 = off"""
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -113,11 +143,14 @@ class StabilityMonitor(LoggingCallback):
             raise ValueError(f"StabilityMonitor: `every_n_steps` must be >= 1, got {self.every_n_steps}.")
         if self.query_samples < 0:
             raise ValueError(f"StabilityMonitor: `query_samples` must be >= 0 (0 = all), got {self.query_samples}.")
+        if self.output_norm_iterations < 0:
+            raise ValueError(f"StabilityMonitor: `output_norm_iterations` must be >= 0 (0 = off), got {self.output_norm_iterations}.")
         self._handles: list[Any] = []
         self._losses = StepLossCapture()
         self._batch: _Batch | None = None
         self._stats: dict[str, Any] = {}
         self._warned: set[str] = set()
+        self._power_vector: torch.Tensor | None = None
 
     # -- events ---------------------------------------------------------------------------------------------
 
@@ -248,9 +281,22 @@ class StabilityMonitor(LoggingCallback):
         for name, value in self._losses.reduce(args).items():
             if name in ("z_loss", "max_z_loss"):
                 metrics[f"{PREFIX}/{name}"] = value
+        if self.output_norm_iterations:
+            metrics.update(self._output_norms(model))
         if "max_attn_logit" not in {k.split("/")[1] for k in metrics}:
             self._warn_once("probe", "StabilityMonitor: no attention `probe` modules found; attention metrics are not logged.")
         return metrics
+
+    def _output_norms(self, model: nn.Module) -> dict[str, float]:
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        weight = getattr(head, "weight", None)
+        if weight is None or weight.ndim != 2 or weight.numel() == 0:  # ZeRO-3/FSDP shards leave an empty local view
+            self._warn_once("head", "StabilityMonitor: no materialised output-head weight; its operator norm is not logged.")
+            return {}
+        with torch.no_grad():
+            spectral, self._power_vector = spectral_norm(weight, self.output_norm_iterations, self._power_vector)
+            rms_inf = weight.float().norm(dim=1).max() * weight.shape[1] ** 0.5
+        return {f"{PREFIX}/output_norm/spectral": spectral.item(), f"{PREFIX}/output_norm/rms_inf": rms_inf.item()}
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

@@ -1,0 +1,382 @@
+"""Learning-rate sweep of small Wonton models: do QK-LayerNorm, max-z loss, the monitors and SpikeGuard matter?
+
+Wortsman et al. 2023 ("Small-scale proxies for large-scale Transformer training instabilities", arXiv
+2309.14322) reproduce attention-logit growth and output-logit divergence with small models at high learning
+rates. This script does the same with `wonton_hf`'s normal training path (run config -> `build_trainer`: the
+HF Trainer, the Online Data Scheduler, the StabilityMonitor) for several arms over a log grid of peak LRs:
+
+    python examples/experiments/stability_lr_sweep.py                       # the full sweep (~1 h on 2 CPU cores)
+    python examples/experiments/stability_lr_sweep.py --quick --output /tmp/q   # 2 LRs x 2 arms x 6 steps (seconds)
+    python examples/experiments/stability_lr_sweep.py --analyse-only --output outputs/stability-sweep
+
+Steps: split the corpus (`--corpus`, one `*_LANG.jsonl(.gz)` file per language; every 10th document held
+out), train one tokenizer on the training split, fix a set of held-out windows, then train every
+(arm, LR, seed) run in its own process (`--jobs` at a time, one thread each) and write `results.json` after
+each run, so an interrupted sweep keeps what it finished (a rerun skips runs already in the file). Then rerun
+the highest-LR diverged run with SpikeGuard, and write the analysis and figures (`stability_analysis.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+
+import stability_analysis  # noqa: E402  (next to this script)
+
+logger = logging.getLogger("stability_lr_sweep")
+
+ARMS: dict[str, dict[str, Any]] = {
+    "no_qkln": {"qk_layernorm": False, "z_loss_coef": 0.0, "max_z_loss_coef": 0.0},
+    "qkln": {"qk_layernorm": True, "z_loss_coef": 0.0, "max_z_loss_coef": 0.0},
+    "qkln_maxz": {"qk_layernorm": True, "z_loss_coef": 0.0, "max_z_loss_coef": 2e-4},  # the paper's default
+    "qkln_z": {"qk_layernorm": True, "z_loss_coef": 1e-4, "max_z_loss_coef": 0.0},  # PaLM z-loss instead
+}
+"""Model overrides per arm (on top of the `wonton-tiny` preset)."""
+
+GUARD_VARIANTS: dict[str, dict[str, Any]] = {
+    "skip_rollback": {},  # SpikeGuard's defaults: skip bad steps, roll back after 3 in a row
+    "rollback_rewind": {"rewind_schedule": True},  # also rewind the step counter and LR schedule
+}
+
+
+@dataclass
+class RunSpec:
+    arm: str
+    lr: float
+    seed: int
+    guard: str | None = None
+    """a GUARD_VARIANTS name: SpikeGuard on with these options (and checkpoints to roll back to)"""
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm}_lr{self.lr:g}_s{self.seed}" + (f"_guard-{self.guard}" if self.guard else "")
+
+
+@dataclass
+class Settings:
+    corpus: str
+    output: str
+    steps: int = 250
+    seq_len: int = 128
+    batch_size: int = 16
+    warmup_fraction: float = 0.1
+    vocab_size: int = 4096
+    tokenizer_documents: int = 400
+    heldout_windows: int = 64
+    every_n_steps: int = 5
+    save_steps: int = 25
+    lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0])
+    arms: list[str] = field(default_factory=lambda: ["no_qkln", "qkln", "qkln_maxz"])
+    seeds: int = 1
+    extra_seed_arms: list[str] = field(default_factory=lambda: ["no_qkln", "qkln", "qkln_maxz"])
+    extra_seeds: int = 1
+    guard: bool = True
+    jobs: int = 2
+
+
+QUICK = {"steps": 6, "seq_len": 64, "batch_size": 2, "vocab_size": 512, "tokenizer_documents": 40, "heldout_windows": 2,
+         "every_n_steps": 2, "save_steps": 2, "lrs": [1e-3, 1.0], "arms": ["no_qkln", "qkln_maxz"],
+         "extra_seed_arms": [], "jobs": 1}
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+
+
+def corpus_files(corpus: Path) -> dict[str, Path]:
+    """language -> file, from `*_LANG.jsonl`, `*_LANG.jsonl.gz` (the shared corpus' layout) or `LANG.jsonl`."""
+    files = sorted(p for p in corpus.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz")))
+    found = {p.name.split(".")[0].rsplit("_", 1)[-1]: p for p in files}
+    if not found:
+        raise SystemExit(f"--corpus {corpus}: no *.jsonl / *.jsonl.gz files; give a folder with one file per language.")
+    return found
+
+
+def split_corpus(corpus: Path, target: Path, every: int = 10) -> dict[str, dict[str, str]]:
+    """Documents 0, `every`, 2*`every`, ... of each language go to the held-out file, the rest to training
+    (starting at 0 so that even a file of a few documents, like the embedded demo's, holds one out)."""
+    target.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for language, path in corpus_files(corpus).items():
+        train, heldout = target / f"train_{language}.jsonl", target / f"heldout_{language}.jsonl"
+        if not heldout.is_file():
+            opener = gzip.open if path.name.endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8") as src, open(f"{train}.tmp", "w", encoding="utf-8") as tr, \
+                    open(f"{heldout}.tmp", "w", encoding="utf-8") as ho:
+                for i, line in enumerate(src):
+                    (ho if i % every == 0 else tr).write(line)
+            os.replace(f"{train}.tmp", train)
+            os.replace(f"{heldout}.tmp", heldout)  # last: its presence marks a finished split
+        splits[language] = {"train": str(train), "heldout": str(heldout)}
+    return splits
+
+
+def sources(splits: dict[str, dict[str, str]], part: str) -> list[dict[str, Any]]:
+    """`DataSource` specs (the run config's `data.sources` entries) of one split, equal weights."""
+    return [{"name": lang, "paths": [files[part]], "language": lang, "weight": 1.0} for lang, files in splits.items()]
+
+
+def prepare(settings: Settings) -> dict[str, Any]:
+    """Split, tokenizer and held-out windows: made once, shared by every run."""
+    import torch
+
+    from wonton_hf.data import OnlineDataScheduler, PackedWindowCollator
+    from wonton_hf.data import load_sources as _load
+    from wonton_hf.tokenization import train_tokenizer
+    from wonton_hf.tokenization.corpus import CorpusStats, iter_source_texts
+
+    def load_sources(specs: list[dict[str, Any]]) -> list[Any]:
+        loaded = _load(specs)
+        for source in loaded:
+            source.resolve()
+        return loaded
+
+    out = Path(settings.output)
+    splits = split_corpus(Path(settings.corpus), out / "data")
+    tokenizer_dir = out / f"tokenizer-{settings.vocab_size}"
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        stats = CorpusStats()
+        texts = (text for source in load_sources(sources(splits, "train"))
+                 for _, text in zip(range(settings.tokenizer_documents), iter_source_texts(source, stats), strict=False))
+        train_tokenizer(texts=texts, vocab_size=settings.vocab_size, output_dir=tokenizer_dir)
+    heldout = out / f"heldout-{settings.heldout_windows}x{settings.seq_len}.pt"
+    if not heldout.is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        stream = OnlineDataScheduler(load_sources(sources(splits, "heldout")), tokenizer, seq_len=settings.seq_len,
+                                     seed=1234, rank=0, world_size=1, prefetch_blocks=0)
+        windows = [item for _, item in zip(range(settings.heldout_windows), stream, strict=False)]
+        batch = PackedWindowCollator(keep_scheduler_fields=False)(windows)
+        torch.save({k: batch[k] for k in ("input_ids", "labels", "position_ids")}, heldout)
+    return {"splits": splits, "tokenizer": str(tokenizer_dir), "heldout": str(heldout)}
+
+
+# -- one run (in a worker process) -----------------------------------------------------------------------------
+
+
+def run_config(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> dict[str, Any]:
+    """The run config a user would write in YAML: the sweep changes only the arm's model flags and the LR."""
+    guard = GUARD_VARIANTS[spec.guard] if spec.guard else None
+    return {
+        "run_name": spec.name,
+        "output_dir": str(Path(settings.output) / "runs"),
+        "resume": "never",
+        "model": {"preset": "wonton-tiny", "overrides": dict(ARMS[spec.arm]), "attn_implementation": "sdpa"},
+        "tokenizer": {"path": prepared["tokenizer"]},
+        "data": {"seq_len": settings.seq_len, "sources": sources(prepared["splits"], "train"), "num_workers": 0},
+        "optimizer": {"learning_rate": spec.lr, "warmup_steps": max(1, round(settings.warmup_fraction * settings.steps)),
+                      "lr_scheduler_type": "cosine_with_min_lr", "min_lr_rate": 0.1},
+        "train": {"max_steps": settings.steps, "per_device_batch_size": settings.batch_size,
+                  "global_batch_tokens": settings.batch_size * settings.seq_len, "logging_steps": 1,
+                  "save_steps": settings.save_steps if guard is not None else settings.steps * 10,
+                  "save_total_limit": None, "report_to": [], "seed": spec.seed, "use_cpu": True},
+        "monitors": {"stability": {"every_n_steps": settings.every_n_steps}, "throughput": None, "spike_guard": guard},
+    }
+
+
+def heldout_loss(model: Any, path: str, chunk: int = 8) -> float:
+    """Token-weighted mean cross-entropy over the fixed held-out windows (no z terms: comparable across arms)."""
+    import torch
+
+    batch = torch.load(path)
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, batch["input_ids"].shape[0], chunk):
+            part = {k: v[start:start + chunk] for k, v in batch.items()}
+            tokens = int((part["labels"][:, 1:] != -100).sum())
+            total += float(model(**part).ce_loss) * tokens
+            count += tokens
+    model.train()
+    return total / max(count, 1)
+
+
+def train_one(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> dict[str, Any]:
+    """Build through `wonton_hf.training` (no private loop), train, score the held-out windows."""
+    import shutil
+
+    import torch
+
+    torch.set_num_threads(1)
+    from wonton_hf.training import build_trainer, load_run_config
+
+    config = load_run_config(None, [], **run_config(spec, settings, prepared))
+    log_file = Path(settings.output) / "logs" / f"{spec.name}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    started = time.process_time(), time.time()
+    with open(log_file, "w") as log:
+        if settings.jobs > 1:  # a worker process of its own: its output goes to the run's log file
+            os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        built = build_trainer(config)
+        model = built.trainer.model
+        initial = heldout_loss(model, prepared["heldout"])
+        error = None
+        try:
+            built.trainer.train()
+        except Exception as exc:  # a run that crashes (e.g. NaN in a kernel) is a result, not a sweep failure
+            error = f"{type(exc).__name__}: {exc}"
+        final = heldout_loss(model, prepared["heldout"])
+    history = built.trainer.state.log_history
+    guard = next((cb for cb in built.trainer.callback_handler.callbacks if type(cb).__name__ == "SpikeGuard"), None)
+    shutil.rmtree(config.run_dir, ignore_errors=True)  # checkpoints are only needed for the guard's rollbacks
+    return {
+        "name": spec.name, "spec": asdict(spec), "config": run_config(spec, settings, prepared),
+        "initial_heldout_loss": initial, "final_heldout_loss": final if math.isfinite(final) else None,
+        "error": error, "series": series(history), "guard_state": guard.state_dict() if guard else None,
+        "cpu_s": time.process_time() - started[0], "wall_s": time.time() - started[1],
+    }
+
+
+def series(history: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
+    """key -> [[step, value], ...] for the loss, LR, grad norm and every stability/spike metric."""
+    out: dict[str, list[list[float]]] = {}
+    for entry in history:
+        step = entry.get("step")
+        for key, value in entry.items():
+            wanted = key in ("loss", "learning_rate", "grad_norm") or key.startswith(("stability/", "spike/"))
+            if wanted and isinstance(value, int | float):
+                out.setdefault(key, []).append([step, value if math.isfinite(value) else None])
+    return out
+
+
+# -- the sweep ---------------------------------------------------------------------------------------------------
+
+
+def grid(settings: Settings) -> list[RunSpec]:
+    specs = [RunSpec(arm, lr, seed) for seed in range(settings.seeds) for arm in settings.arms for lr in settings.lrs]
+    extra = [RunSpec(arm, lr, settings.seeds + s) for s in range(settings.extra_seeds)
+             for arm in settings.extra_seed_arms if arm in settings.arms for lr in settings.lrs]
+    return specs + extra
+
+
+class Results:
+    """results.json, rewritten after every run (atomically), so a stopped sweep keeps its finished runs."""
+
+    def __init__(self, path: Path, settings: Settings) -> None:
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+        self.data.setdefault("invocations", []).append(asdict(settings))
+
+    def add(self, result: dict[str, Any]) -> None:
+        self.data["runs"][result["name"]] = result
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, allow_nan=False))
+        tmp.replace(self.path)
+
+
+def execute(specs: list[RunSpec], settings: Settings, prepared: dict[str, Any], results: Results) -> None:
+    todo = [s for s in specs if s.name not in results.data["runs"]]
+    if not todo:
+        return
+    os.environ.update(TOKENIZERS_PARALLELISM="false", RAYON_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    if settings.jobs == 1:  # in this process: no start-up cost per run (what --quick and its test use)
+        for spec in todo:
+            results.add(train_one(spec, settings, prepared))
+            _log(results.data["runs"][spec.name])
+        return
+    import multiprocessing
+
+    with ProcessPoolExecutor(settings.jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+        futures = {pool.submit(train_one, spec, settings, prepared): spec for spec in todo}
+        for future in as_completed(futures):
+            result = future.result()
+            results.add(result)
+            _log(result)
+
+
+def _log(result: dict[str, Any]) -> None:
+    logger.info("%-40s held-out %s  (%.0f s)", result["name"], _fmt(result["final_heldout_loss"]), result["wall_s"])
+
+
+def _fmt(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.3f}"
+
+
+def guard_specs(settings: Settings, results: Results) -> list[RunSpec]:
+    """SpikeGuard reruns of the highest-LR diverged run (or, with none diverged, of the worst run at the top LR)."""
+    runs = [r for r in results.data["runs"].values() if r["spec"]["guard"] is None]
+    if not settings.guard or not runs:
+        return []
+    diverged = [r for r in runs if stability_analysis.divergence(r)["diverged"]]
+    pool = diverged or [r for r in runs if r["spec"]["lr"] == max(x["spec"]["lr"] for x in runs)]
+    worst = max(pool, key=lambda r: (r["spec"]["lr"], stability_analysis.capped_loss(r)))
+    spec = worst["spec"]
+    return [RunSpec(spec["arm"], spec["lr"], spec["seed"], guard=variant) for variant in GUARD_VARIANTS]
+
+
+def default_corpus() -> str:
+    shared = REPO.parent / "shared" / "corpus"
+    return str(shared) if shared.is_dir() else str(REPO / "wonton_hf" / "demo" / "data")
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default=default_corpus(), help="folder of *_LANG.jsonl(.gz) files (default: %(default)s)")
+    parser.add_argument("--output", default=str(REPO / "outputs" / "stability-sweep"))
+    parser.add_argument("--quick", action="store_true", help="2 LRs x 2 arms x 6 steps: checks the script, measures nothing")
+    parser.add_argument("--analyse-only", action="store_true", help="redo the analysis and figures from results.json")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--seq-len", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lrs", type=float, nargs="+")
+    parser.add_argument("--arms", nargs="+", choices=sorted(ARMS))
+    parser.add_argument("--seeds", type=int, help="seeds for every arm")
+    parser.add_argument("--extra-seed-arms", nargs="*", choices=sorted(ARMS), help="arms that get `--extra-seeds` more")
+    parser.add_argument("--extra-seeds", type=int)
+    parser.add_argument("--every-n-steps", type=int, help="StabilityMonitor interval")
+    parser.add_argument("--no-guard", dest="guard", action="store_false", default=None, help="skip the SpikeGuard reruns")
+    parser.add_argument("--jobs", type=int, help="runs in parallel (one thread each)")
+    args = parser.parse_args(argv)
+    values = dict(QUICK) if args.quick else {}
+    for key in ("steps", "seq_len", "batch_size", "lrs", "arms", "seeds", "extra_seed_arms", "extra_seeds",
+                "every_n_steps", "guard", "jobs"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    settings = Settings(corpus=args.corpus, output=args.output, **values)
+    if not Path(settings.corpus).is_dir():
+        raise SystemExit(f"--corpus {settings.corpus} is not a folder.")
+    if settings.steps < 2 or settings.jobs < 1 or settings.seeds < 1:
+        raise SystemExit("--steps must be >= 2, --jobs and --seeds >= 1.")
+    settings.analyse_only = args.analyse_only  # type: ignore[attr-defined]
+    return settings
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    settings = parse_args(argv)
+    analyse_only = settings.__dict__.pop("analyse_only")
+    out = Path(settings.output)
+    out.mkdir(parents=True, exist_ok=True)
+    results = Results(out / "results.json", settings)
+    if not analyse_only:
+        started = time.time()
+        prepared = prepare(settings)
+        execute(grid(settings), settings, prepared, results)
+        execute(guard_specs(settings, results), settings, prepared, results)
+        results.data["sweep_wall_s"] = results.data.get("sweep_wall_s", 0.0) + time.time() - started
+    results.data["analysis"] = stability_analysis.analyse(results.data)
+    results.save()
+    stability_analysis.plot(results.data, out)
+    print(stability_analysis.summary(results.data))
+    return results.data
+
+
+if __name__ == "__main__":
+    main()
