@@ -176,7 +176,7 @@ def test_live_edit_applies_at_recorded_step_and_bad_edits_are_rejected(corpus, t
         assert "rejected" in caplog.text
     assert scheduler.weights == {"en": 0.5, "de": 0.5}
     step = scheduler.set_weights({"en": 0})
-    assert step == 6 and scheduler.controller.journal[-1]["step"] == 6
+    assert step == 6 and scheduler.controller.pending[-1]["step"] == 6
     windows = [next(it) for _ in range(10)]  # windows 5.. (steps 5..14)
     later = torch.cat([w["source_ids"][w["position_ids"].cumsum(0) > 0] for w in windows[2:]])
     assert (later == 1).all()
@@ -187,10 +187,10 @@ def test_live_edit_applies_at_recorded_step_and_bad_edits_are_rejected(corpus, t
     state = type("S", (), {"global_step": 15})()
     with caplog.at_level(logging.WARNING):
         callback.on_step_end(None, state, None)
-    assert "rejected" in caplog.text and len(scheduler.controller.journal) == 1
+    assert "rejected" in caplog.text and scheduler.controller.count("set") == 1
     mixture.write_text("en: 3\n")
     callback.on_step_end(None, state, None)
-    assert scheduler.controller.journal[-1]["weights"] == {"en": 3.0, "de": 1.0}
+    assert scheduler.controller.pending[-1]["weights"] == {"en": 3.0, "de": 1.0}
 
 
 def test_feedback_raises_the_weight_of_the_higher_loss_source():

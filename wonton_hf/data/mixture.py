@@ -14,6 +14,7 @@ exactly the same weights at exactly the same positions.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -103,17 +104,36 @@ class WeightSchedule:
 
 @dataclass
 class MixtureController:
-    """Evaluates the weights at a step from the fixed weights, the schedule and the journal."""
+    """Evaluates the weights at a step from the fixed weights, the schedule and the journal.
+
+    The journal has constant size: entries that take effect at or before the earliest step anyone can still
+    ask about (`fold`) are folded into `settled` (the last live edit and the last feedback multipliers in
+    force), and only changes for later steps stay in `pending` (a few, within the lookahead). Each entry
+    replaces the weights or multipliers of its kind wholesale, so the fold is exact: the weights of every
+    step from the fold on are what the whole history would give, and `weights_at` never scans the past.
+    """
 
     names: list[str]
     base: dict[str, float]
     schedule: WeightSchedule | None = None
     tokens_per_step: int = 1
-    journal: list[dict[str, Any]] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    """Changes that take effect after `settled["step"]`, in step order."""
+    settled: dict[str, Any] = field(default_factory=lambda: new_settled())
+    """`{step, weights, multipliers, changes}`: what the folded entries left in force; `changes` counts them by kind."""
 
     def __post_init__(self) -> None:
         if self.schedule is not None:
             self.schedule.check(self.names)
+
+    @property
+    def sequence(self) -> int:
+        """Entries appended so far (folded or not): entries carry it as `seq`, so copies skip what they have."""
+        return sum(self.settled["changes"].values()) + len(self.pending)
+
+    def count(self, kind: str) -> int:
+        """Changes of `kind` (`set`, `feedback`) appended so far."""
+        return self.settled["changes"].get(kind, 0) + sum(e["kind"] == kind for e in self.pending)
 
     def weights_at(self, step: int) -> dict[str, float]:
         """Normalised weights in force for the windows of optimizer step `step`."""
@@ -128,16 +148,21 @@ class MixtureController:
         return normalise(self._resolve(step)[0])
 
     def _resolve(self, step: int) -> tuple[dict[str, float], dict[str, float]]:
-        base = self._scheduled(step)
-        multipliers = dict.fromkeys(self.names, 1.0)
-        for entry in self.journal:
+        if step < self.settled["step"]:
+            raise ValueError(
+                f"mixture weights of step {step} were asked after the journal was folded up to step "
+                f"{self.settled['step']}; those steps are consumed"
+            )
+        weights, multipliers = self.settled["weights"], self.settled["multipliers"]
+        for entry in self.pending:
             if entry["step"] > step:
                 break
             if entry["kind"] == "set":
-                base = dict(entry["weights"])
+                weights = entry["weights"]
             elif entry["kind"] == "feedback":
-                multipliers = dict(entry["multipliers"])
-        return base, multipliers
+                multipliers = entry["multipliers"]
+        base = dict(weights) if weights is not None else self._scheduled(step)
+        return base, dict(multipliers) if multipliers is not None else dict.fromkeys(self.names, 1.0)
 
     def _scheduled(self, step: int) -> dict[str, float]:
         if self.schedule is None:
@@ -145,10 +170,48 @@ class MixtureController:
         position = step if self.schedule.unit == "step" else step * self.tokens_per_step
         return self.schedule(position, self.names)
 
-    def append(self, entry: dict[str, Any]) -> None:
-        if self.journal and entry["step"] < self.journal[-1]["step"]:
-            raise ValueError(f"journal entries must be in step order: {entry['step']} after {self.journal[-1]['step']}")
-        self.journal.append(entry)
+    def append(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Adds a change (numbered with `seq`); returns it. A change for a folded step is refused."""
+        last = self.pending[-1]["step"] if self.pending else self.settled["step"]
+        if entry["step"] < last or entry["step"] <= self.settled["step"]:
+            raise ValueError(f"journal entries must be in step order after step {last}: got step {entry['step']}")
+        entry = {**entry, "seq": self.sequence}
+        self.pending.append(entry)
+        return entry
+
+    def fold(self, step: int) -> None:
+        """Folds the entries in force at `step` into `settled`; no later question may be about an earlier step."""
+        if step <= self.settled["step"]:
+            return
+        settled = dict(self.settled, changes=dict(self.settled["changes"]), step=step)
+        while self.pending and self.pending[0]["step"] <= step:
+            entry = self.pending.pop(0)
+            key = "weights" if entry["kind"] == "set" else "multipliers"
+            settled[key] = dict(entry[key])
+            settled["changes"][entry["kind"]] = settled["changes"].get(entry["kind"], 0) + 1
+        self.settled = settled
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"settled": copy.deepcopy(self.settled), "pending": copy.deepcopy(self.pending)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.settled = copy.deepcopy(state["settled"])
+        self.pending = copy.deepcopy(state["pending"])
+
+    def copy(self) -> MixtureController:
+        """An independent copy (for a shard run: it folds and appends on its own)."""
+        clone = copy.copy(self)
+        clone.load_state_dict(self.state_dict())
+        return clone
+
+
+def new_settled() -> dict[str, Any]:
+    return {"step": -1, "weights": None, "multipliers": None, "changes": {}}
+
+
+def journal_from_entries(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """A version-1 checkpoint's full journal (a list) as the folded form, for migration."""
+    return {"settled": new_settled(), "pending": [{**e, "seq": i} for i, e in enumerate(entries)]}
 
 
 class JournalChannel:

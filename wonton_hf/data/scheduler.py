@@ -2,7 +2,9 @@
 
 Data flows one way: sources -> per-source pipeline (`pipeline.SourceStream`) -> multiplexer -> packer ->
 collator -> model -> callbacks. The only edge back is the mixture journal (`mixture.py`): callbacks append
-weight changes that take effect at a future optimizer step, and every shard reads them at that step.
+weight changes that take effect at a future optimizer step, and every shard reads them at that step. Changes
+whose step every shard has passed are folded into one settled state, so the journal has constant size.
+Which step a window belongs to is `steps.StepClock`'s answer, the same in every worker and the main process.
 
 Where each shard stands travels *with the data*: every window carries a small `data_state` snapshot (the
 frontiers of its shard, the multiplexer accounting, counters). The collator keeps the last one of each batch,
@@ -22,26 +24,28 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import tempfile
 import weakref
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .mixture import JournalChannel, MixtureController, WeightSchedule, validate_weights
+from .mixture import JournalChannel, MixtureController, WeightSchedule, journal_from_entries, validate_weights
 from .multiplexer import DeficitMultiplexer
 from .packing import fill_window, window_tensors
 from .pipeline import DEFAULT_BUFFER_TOKENS, History, SourceStream, min_buffer_tokens, new_frontier
 from .sources import DataSource, load_sources, validate_sources
+from .steps import StepClock
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""2: the journal is folded (`{settled, pending}`); version-1 states (a list of every change) are migrated on load."""
 STATE_SCHEMA: dict[str, str] = {
     "version": "int: format version of this dict",
     "rank": "int: rank that saved it",
@@ -57,7 +61,8 @@ STATE_SCHEMA: dict[str, str] = {
     "base_step": "int: optimizer step at which this layout started",
     "base_tokens": "int: tokens the whole run had seen when this layout started",
     "history": "{name: [{num_shards, frontiers: [frontier per old shard]}]}: frontiers of earlier layouts",
-    "journal": "[{step, kind, weights|multipliers, reason}]: every mixture change with its effective step",
+    "journal": "{settled: {step, weights, multipliers, changes}, pending: [{step, kind, weights|multipliers, reason, "
+    "seq}]}: the mixture changes in force at `settled.step` folded into one state, and those taking effect later",
     "roles": "{role: shard snapshot}: per DataLoader worker role, the snapshot of its last consumed window",
     "totals": "{name: {tokens, documents}}: counters carried over from earlier layouts",
     "rotation": "int: the worker role whose batch comes next after a resume (DataLoader workers take turns)",
@@ -221,8 +226,22 @@ class OnlineDataScheduler(IterableDataset):
         info = get_worker_info()
         num_workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         self._prepare_layout(num_workers)
-        role = (worker + self._state.get("rotation", 0)) % num_workers
-        run = _ShardRun(self, role, num_workers, self._role_start(role, num_workers))
+        clock = StepClock(self.batch_size, self.gradient_accumulation_steps, num_workers, self._state["base_step"])
+        role = clock.role_of(worker, self._state.get("rotation", 0))
+        run = _ShardRun(
+            self._shard_settings(),
+            self.sources,
+            self.encode,
+            clock,
+            role=role,
+            shard=self.rank * num_workers + role,
+            num_shards=self.world_size * num_workers,
+            history=self._state["history"],
+            controller=self.controller.copy(),
+            channel_path=self.channel.path,
+            start=self._role_start(role, num_workers),
+        )
+        self._live_run = run  # what a StatefulDataLoader worker's `state_dict` reports
         for item in run:
             if info is None:
                 self.observe(item["data_state"])
@@ -234,6 +253,40 @@ class OnlineDataScheduler(IterableDataset):
             self._prepare_layout(snapshot["num_workers"])
         self._state["num_workers"] = snapshot["num_workers"]
         self._state["roles"][str(snapshot["role"])] = snapshot
+        self.controller.fold(self._settled_step())
+
+    def _settled_step(self) -> int:
+        """The earliest step any shard of this rank may still produce windows for (journal entries before it fold)."""
+        roles = self._state["roles"]
+        if self._state["num_workers"] is None or len(roles) < self._state["num_workers"]:
+            return self._state["base_step"]
+        return max(self._state["base_step"], min(snap["step"] for snap in roles.values()))
+
+    def _shard_settings(self) -> ShardSettings:
+        return ShardSettings(
+            names=tuple(self.names),
+            seq_len=self.seq_len,
+            seed=self.seed,
+            block_size=self.block_size,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+            bos_token_id=self.bos_token_id,
+            stratified=self.stratified,
+            share_tolerance=self.share_tolerance,
+            min_segment_tokens=self.min_segment_tokens,
+            prefetch_blocks=self.prefetch_blocks,
+            buffer_tokens=self.buffer_tokens,
+        )
+
+    def _clock(self, state: dict[str, Any] | None = None) -> StepClock:
+        """The step arithmetic of a saved or live state (its own batch size and accumulation)."""
+        state = self._state if state is None else state
+        return StepClock(
+            state.get("batch_size", self.batch_size),
+            state.get("gradient_accumulation_steps", self.gradient_accumulation_steps),
+            state["num_workers"] or 1,
+            state["base_step"],
+        )
 
     # ---- state ----
 
@@ -253,7 +306,6 @@ class OnlineDataScheduler(IterableDataset):
             "base_step": 0,
             "base_tokens": 0,
             "history": {name: [] for name in self.names},
-            "journal": [],
             "roles": {},
             "totals": {},
             "rotation": 0,
@@ -266,23 +318,22 @@ class OnlineDataScheduler(IterableDataset):
             self.observe(self._live_run.snapshot())
             self._state["saved_in_worker"] = True
         state = copy.deepcopy(self._state)
-        state["journal"] = copy.deepcopy(self.controller.journal)
+        state["journal"] = self.controller.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Accepts this rank's state, or `{"ranks": [state of every old rank]}` (needed when the world size changed)."""
-        ranks = state["ranks"] if "ranks" in state else [state]
+        ranks = [_migrated(s) for s in (state["ranks"] if "ranks" in state else [state])]
         for s in ranks:
-            if s.get("version") != STATE_VERSION:
-                raise ValueError(f"OnlineDataScheduler: state version {s.get('version')} is not {STATE_VERSION}.")
             self._check_sources(s)
         self._loaded = copy.deepcopy(ranks)
         same = all(s["world_size"] == self.world_size for s in ranks) and any(s["rank"] == self.rank for s in ranks)
         mine = next((s for s in ranks if s["rank"] == self.rank), None) if same else None
         self._state = copy.deepcopy(mine) if mine is not None else self._elastic_state(ranks)
         self._state["rotation"] = self._rotation(self._state)
-        self.controller.journal = copy.deepcopy(ranks[0]["journal"])
-        self.channel.write_all(self.controller.journal)
+        self.controller.load_state_dict(ranks[0]["journal"])
+        self.controller.fold(self._settled_step())
+        self.channel.write_all(self.controller.pending)
 
     def _check_sources(self, state: dict[str, Any]) -> None:
         for name in ("seed", "block_size"):
@@ -330,8 +381,7 @@ class OnlineDataScheduler(IterableDataset):
             state["history"][name] = list(old["history"].get(name, [])) + [
                 {"num_shards": shards, "frontiers": frontiers}
             ]
-        consumed = max(_consumed_batches(s) for s in ranks)
-        steps = consumed // old.get("gradient_accumulation_steps", self.gradient_accumulation_steps)
+        steps = max(self._clock(s).steps_consumed(_windows(s)) for s in ranks)
         state["base_step"] = old["base_step"] + steps
         state["base_tokens"] = old["base_tokens"] + steps * old.get("tokens_per_step", self.tokens_per_step)
         if self.rank == 0:
@@ -342,7 +392,7 @@ class OnlineDataScheduler(IterableDataset):
         """Which role the first batch after a resume must come from (DataLoader workers take turns)."""
         if not state["roles"] or state["num_workers"] is None or state.get("saved_in_worker"):
             return 0
-        return _consumed_batches(state) % state["num_workers"]
+        return self._clock(state).rotation(_windows(state))
 
     def _prepare_layout(self, num_workers: int) -> None:
         """A different worker count than saved turns an exact resume into an elastic one."""
@@ -365,7 +415,7 @@ class OnlineDataScheduler(IterableDataset):
 
     @property
     def current_step(self) -> int:
-        return self._state["base_step"] + _consumed_batches(self._state) // self.gradient_accumulation_steps
+        return self._clock().current_step(_windows(self._state))
 
     @property
     def weights(self) -> dict[str, float]:
@@ -395,7 +445,7 @@ class OnlineDataScheduler(IterableDataset):
         return effective
 
     def _journal(self, entry: dict[str, Any]) -> None:
-        self.controller.append(entry)
+        entry = self.controller.append(entry)
         self.channel.append(entry)
         logger.info(
             "mixture change (%s) takes effect at step %d: %s",
@@ -437,10 +487,22 @@ def _file_signature(files: list[str]) -> dict[str, int]:
     return {"files": len(files), "crc": zlib.crc32("\n".join(files).encode())}
 
 
-def _consumed_batches(state: dict[str, Any]) -> int:
-    """Batches this rank consumed in its layout: each role's batches, counted from its windows."""
-    batch = state.get("batch_size", 1)
-    return sum(math.ceil(s["windows"] / batch) for s in state["roles"].values())
+def _windows(state: dict[str, Any]) -> list[int]:
+    """Windows each role of a state has had consumed (what `StepClock` counts steps from)."""
+    return [snap["windows"] for snap in state["roles"].values()]
+
+
+def _migrated(state: dict[str, Any]) -> dict[str, Any]:
+    """A state of this version: version 1 differs only by its journal (a list), which is folded here."""
+    version = state.get("version")
+    if version == 1:
+        return {**state, "version": STATE_VERSION, "journal": journal_from_entries(state["journal"])}
+    if version != STATE_VERSION:
+        raise ValueError(
+            f"OnlineDataScheduler: data scheduler state version {version!r} is not one this wonton_hf reads "
+            f"(1 or {STATE_VERSION}); resume with the wonton_hf version that wrote it."
+        )
+    return state
 
 
 def _role_start_frontier(state: dict[str, Any], name: str) -> dict[str, Any]:
@@ -462,77 +524,108 @@ def _sum_totals(ranks: list[dict[str, Any]], names: list[str]) -> dict[str, dict
     return totals
 
 
-class _ShardRun:
-    """One shard's stream: its source pipelines, multiplexer and packer, with the snapshot of its position."""
+@dataclass(frozen=True)
+class ShardSettings:
+    """What a shard run needs of the scheduler's configuration (a shard never reads the scheduler itself)."""
 
-    def __init__(self, scheduler: OnlineDataScheduler, role: int, num_workers: int, start: dict[str, Any] | None):
-        self.s = scheduler
-        # One tokenizer thread per shard run, shared by its sources: blocks are encoded in the order the
+    names: tuple[str, ...]
+    seq_len: int
+    seed: int
+    block_size: int
+    eos_token_id: int
+    pad_token_id: int
+    bos_token_id: int | None
+    stratified: bool
+    share_tolerance: float | None
+    min_segment_tokens: int
+    prefetch_blocks: int
+    buffer_tokens: int
+
+
+class _ShardRun:
+    """One shard's stream: its source pipelines, multiplexer and packer, with the snapshot of its position.
+
+    Built from its inputs only: the settings, the step clock of its layout, the history of earlier layouts,
+    its own copy of the mixture controller and the journal file that brings later changes.
+    """
+
+    def __init__(
+        self,
+        settings: ShardSettings,
+        sources: list[DataSource],
+        encode: Callable[[list[str]], list[Any]],
+        clock: StepClock,
+        *,
+        role: int,
+        shard: int,
+        num_shards: int,
+        history: dict[str, list[dict[str, Any]]],
+        controller: MixtureController,
+        channel_path: str,
+        start: dict[str, Any] | None,
+    ):
+        self.settings = settings
+        self.names = list(settings.names)
+        self.clock = clock
+        # One tokenizer thread per shard run, shared by its sources: batches are encoded in the order the
         # sources ask for them, and the thread is created in the process that iterates (a DataLoader worker).
         self._executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="wonton-tokenize")
-            if scheduler.prefetch_blocks > 0
+            if settings.prefetch_blocks > 0
             else None
         )
         self.role = role
-        self.num_workers = num_workers
-        self.shard = scheduler.rank * num_workers + role
-        num_shards = scheduler.world_size * num_workers
+        self.num_workers = clock.num_workers
+        self.shard = shard
         start = start or {}
         frontiers = start.get("frontiers", {})
         skips = start.get("skips", {})
         self.streams = [
             SourceStream(
                 source,
-                scheduler.seed,
-                self.shard,
+                settings.seed,
+                shard,
                 num_shards,
-                scheduler.block_size,
+                settings.block_size,
                 self._submit,
-                scheduler.encode,
-                scheduler.eos_token_id,
+                encode,
+                settings.eos_token_id,
                 frontier=frontiers.get(source.name),
-                history=scheduler._state["history"].get(source.name, []),
+                history=history.get(source.name, []),
                 skips=skips.get(source.name),
-                bos_id=scheduler.bos_token_id,
-                read_ahead=scheduler.prefetch_blocks,
-                buffer_tokens=scheduler.buffer_tokens,
+                bos_id=settings.bos_token_id,
+                read_ahead=settings.prefetch_blocks,
+                buffer_tokens=settings.buffer_tokens,
             )
-            for source in scheduler.sources
+            for source in sources
         ]
         self.mux = DeficitMultiplexer(
-            scheduler.names,
-            seed=scheduler.seed * 1_000_003 + self.shard,
-            stratified=scheduler.stratified,
-            tolerance=scheduler.share_tolerance,
-            min_segment=scheduler.min_segment_tokens,
+            self.names,
+            seed=settings.seed * 1_000_003 + shard,
+            stratified=settings.stratified,
+            tolerance=settings.share_tolerance,
+            min_segment=settings.min_segment_tokens,
         )
         if "multiplexer" in start:
             self.mux.load_state_dict(start["multiplexer"])
-        self.controller = copy.copy(scheduler.controller)
-        self.controller.journal = list(scheduler.controller.journal)
-        self.channel = JournalChannel(scheduler.channel.path)
+        self.controller = controller
+        self.channel = JournalChannel(channel_path)
         self.windows = start.get("windows", 0)
         self.tokens = dict(start.get("tokens", {}))
         self.documents = dict(start.get("documents", {}))
         self.step = start.get("step", -1)
         self._weights_cache: tuple[Any, list[float]] | None = None
         self._window_weights: list[float] = []
-        # The file mirrors the whole journal; entries appended after this copy of the scheduler was made (a
-        # worker forked before a change) are the ones beyond the copied journal.
-        known = len(self.controller.journal)
-        self._pending = self.channel.poll()[known:]
+        # The file holds the changes since the journal was last loaded; those this copy of the controller already
+        # has (a worker forked after they were made) are skipped by their sequence number.
+        self._pending = self.channel.poll()
 
     def _submit(self, job: Callable[[], Any]) -> Future[Any] | Any:
         return job() if self._executor is None else self._executor.submit(job)
 
-    def step_of_window(self, n: int) -> int:
-        batch_in_rank = (n // self.s.batch_size) * self.num_workers + self.role
-        return self.s._state["base_step"] + batch_in_rank // self.s.gradient_accumulation_steps
-
     def effective_weights(self, step: int) -> list[float]:
         available = tuple(not st.exhausted for st in self.streams)
-        key = (step, available, len(self.controller.journal))
+        key = (step, available, self.controller.sequence)
         if self._weights_cache is None or self._weights_cache[0] != key:
             weights = self.controller.weights_at(step)
             masked = {n: (w if ok else 0.0) for (n, w), ok in zip(weights.items(), available, strict=True)}
@@ -544,6 +637,8 @@ class _ShardRun:
     def _poll_journal(self, step: int) -> None:
         entries, self._pending = self._pending + self.channel.poll(), []
         for entry in entries:
+            if entry["seq"] < self.controller.sequence:
+                continue
             if entry["step"] <= self.step:
                 raise RuntimeError(
                     f"mixture change for step {entry['step']} reached data shard {self.shard} after it had produced "
@@ -568,11 +663,11 @@ class _ShardRun:
             taken = self.streams[source].take(room if allowance is None else min(room, allowance))
             if taken is None:  # exhausted with `stop`: its weight goes to the others
                 self.mux.drop(source)
-                logger.info("source %s exhausted on shard %d", self.s.names[source], self.shard)
+                logger.info("source %s exhausted on shard %d", self.names[source], self.shard)
                 self._window_weights = self.effective_weights(self.step)
                 continue
             tokens, finished = taken
-            name = self.s.names[source]
+            name = self.names[source]
             self.mux.record(source, len(tokens), self._window_weights)
             self.tokens[name] = self.tokens.get(name, 0) + len(tokens)
             if finished:
@@ -580,7 +675,6 @@ class _ShardRun:
             return source, tokens
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        self.s._live_run = self
         try:
             yield from self._windows()
         finally:
@@ -589,13 +683,14 @@ class _ShardRun:
 
     def _windows(self) -> Iterator[dict[str, Any]]:
         while True:
-            step = self.step_of_window(self.windows)
+            step = self.clock.step_of_window(self.role, self.windows)
             self._poll_journal(step)
-            if self.windows % self.s.batch_size == 0:
+            self.controller.fold(step)
+            if self.windows % self.clock.batch_size == 0:
                 self.mux.batch_boundary()
             self._window_weights = self.effective_weights(step)
             self.step = step
-            window = fill_window(self.s.seq_len, self.next_chunk, self.s.pad_token_id)
+            window = fill_window(self.settings.seq_len, self.next_chunk, self.settings.pad_token_id)
             if window is None:
                 return
             self.windows += 1

@@ -1,0 +1,94 @@
+"""The mixture journal folds into constant-size state, stays exact, and one clock gives every window its step."""
+
+from __future__ import annotations
+
+import json
+import random
+from itertools import islice
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from wonton_hf.data import DataSource, MixtureController, OnlineDataScheduler, PackedWindowCollator
+
+WEIGHTS = {"en": 4, "de": 3, "fr": 2, "zh": 1}
+
+
+def make(corpus, tokenizer, **kwargs):
+    sources = [DataSource(n, [str(p) for p in corpus[n]], weight=w) for n, w in WEIGHTS.items()]
+    kwargs.setdefault("seq_len", 32)
+    kwargs.setdefault("block_size", 8)
+    return OnlineDataScheduler(sources, tokenizer, **kwargs)
+
+
+def feed(scheduler, steps, rng, every=2):
+    """In-process run with loss-feedback-like changes every `every` steps; the weights and state size per step."""
+    seen, sizes = [], []
+    for n, _window in enumerate(islice(iter(scheduler), steps)):
+        seen.append(scheduler.weights)
+        if n % every == 0:
+            scheduler.set_feedback({name: rng.uniform(0.2, 3.0) for name in WEIGHTS})
+        sizes.append(len(json.dumps(scheduler.state_dict()["journal"])))
+    return seen, sizes
+
+
+def test_folded_journal_has_constant_size_and_the_weights_of_the_full_history(corpus, tokenizer):
+    scheduler = make(corpus, tokenizer)
+    full = MixtureController(list(WEIGHTS), {n: float(w) for n, w in WEIGHTS.items()})
+    original = scheduler.channel.append  # every change the main process journals passes here once
+    scheduler.channel.append = lambda entry: (full.append(entry), original(entry))
+    seen, sizes = feed(scheduler, 300, random.Random(0))
+    assert scheduler.controller.count("feedback") == 150 and len(full.pending) == 150
+    # one window per step: after window n the scheduler stands at step n + 1
+    assert seen == [full.weights_at(step + 1) for step in range(300)]
+    assert max(sizes[50:]) <= sizes[20] + 64, "the journal in the state grew with the run"
+    assert len(scheduler.controller.pending) <= 2
+
+
+def test_resume_replays_the_folded_journal_exactly(corpus, tokenizer):
+    reference = make(corpus, tokenizer)
+    feed(reference, 60, random.Random(1))
+    state = json.loads(json.dumps(reference.state_dict()))
+    expected = [w["input_ids"] for w in islice(_continue(reference), 20)]
+    resumed = make(corpus, tokenizer)
+    resumed.load_state_dict(state)
+    assert resumed.weights == reference.controller.weights_at(60)
+    after = [w["input_ids"] for w in islice(iter(resumed), 20)]
+    assert all(torch.equal(a, b) for a, b in zip(after, expected, strict=True))
+
+
+def _continue(scheduler):
+    """Keeps iterating a scheduler from where `feed` stopped (a fresh iterator resumes from its state)."""
+    fresh = make_like(scheduler)
+    fresh.load_state_dict(json.loads(json.dumps(scheduler.state_dict())))
+    return iter(fresh)
+
+
+def make_like(scheduler):
+    return OnlineDataScheduler(scheduler.sources, scheduler._tokenizer, seq_len=scheduler.seq_len, block_size=8)
+
+
+def test_version_1_states_are_migrated_and_unknown_versions_refused(corpus, tokenizer):
+    first = make(corpus, tokenizer)
+    for _ in islice(iter(first), 5):
+        pass
+    first.set_weights({"en": 1, "de": 1, "fr": 1, "zh": 1})
+    state = json.loads(json.dumps(first.state_dict()))
+    expected = [w["input_ids"] for w in islice(_continue(first), 8)]
+    old = dict(state, version=1, journal=[{k: v for k, v in e.items() if k != "seq"} for e in state["journal"]["pending"]])
+    migrated = make(corpus, tokenizer)
+    migrated.load_state_dict(old)
+    assert all(torch.equal(a, b["input_ids"]) for a, b in zip(expected, islice(iter(migrated), 8), strict=True))
+    with pytest.raises(ValueError, match="state version 7"):
+        make(corpus, tokenizer).load_state_dict(dict(state, version=7))
+
+
+@pytest.mark.parametrize(("num_workers", "accumulation"), [(0, 1), (2, 3), (3, 2)])
+def test_every_window_knows_the_optimizer_step_the_dataloader_gives_it(corpus, tokenizer, num_workers, accumulation):
+    scheduler = make(corpus, tokenizer, batch_size=2, gradient_accumulation_steps=accumulation)
+    loader = DataLoader(scheduler, batch_size=2, num_workers=num_workers, collate_fn=PackedWindowCollator())
+    for index, batch in enumerate(islice(loader, 14)):
+        assert batch["data_state"]["step"] == index // accumulation
+        scheduler.observe(batch.pop("data_state"))
+        assert scheduler.current_step == (index + 1) // accumulation
