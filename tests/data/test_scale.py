@@ -117,3 +117,28 @@ def test_first_window_tokenizes_a_little_of_each_source_not_whole_blocks(tmp_pat
 def test_buffer_budget_is_validated(books, tokenizer):
     with pytest.raises(ValueError, match="`buffer_tokens`"):
         make(books[0], tokenizer, buffer_tokens=1000)
+
+
+def test_ten_thousand_files_are_listed_once_and_the_state_does_not_grow_with_them(tmp_path, tokenizer, monkeypatch):
+    import fsspec.implementations.local
+
+    for count in (10, 10_000):
+        folder = tmp_path / f"n{count}"
+        folder.mkdir()
+        for k in range(count):
+            (folder / f"part-{k:05d}.jsonl").write_text(json.dumps({"text": doc_text("en", k)}) + "\n")
+    globs = []
+    original = fsspec.implementations.local.LocalFileSystem.glob
+    monkeypatch.setattr(
+        fsspec.implementations.local.LocalFileSystem, "glob", lambda self, *a, **k: globs.append(a) or original(self, *a, **k)
+    )
+    sizes = {}
+    for count in (10, 10_000):
+        source = DataSource("many", [str(tmp_path / f"n{count}" / "*.jsonl")])
+        scheduler = OnlineDataScheduler([source], tokenizer, seq_len=64, block_size=4)
+        for _ in islice(iter(scheduler), 20):
+            pass
+        sizes[count] = len(json.dumps(scheduler.state_dict()))
+        assert len(source.files) == count
+    assert len(globs) == 2, "each source should be listed once"
+    assert abs(sizes[10_000] - sizes[10]) < 64, sizes

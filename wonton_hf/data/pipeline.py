@@ -360,7 +360,7 @@ class SourceStream:
         self, epoch: int, file_pos: int, path: str, resume: dict[str, Any] | None, skips: _DeferredSkips
     ) -> Iterator[_Block]:
         fmt = self.source.format_of(path)
-        records = iter_raw_records(path, fmt, self.source.txt_unit, skips)
+        records = iter_raw_records(path, fmt, self.source.txt_unit, skips, self.source)
         first_block = resume["block"] if resume else 0
         block = 0
         while True:

@@ -15,6 +15,7 @@ import importlib
 import io
 import json
 import logging
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "txt", "parquet")
 EXHAUSTION_POLICIES = ("repeat", "stop")
+READ_ERROR_POLICIES = ("raise", "skip")
 _EXTENSIONS = {
     ".jsonl": "jsonl",
     ".json": "jsonl",
@@ -67,7 +69,20 @@ class DataSource:
     """When all files are read: `repeat` (a new epoch with a new shuffle) or `stop` (hand its weight to the others)."""
     txt_unit: str = "line"
     """For txt files: each `line` is a document, or the whole `file` is one document."""
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    """fsspec options for remote paths, e.g. `{endpoint_url: http://..., key: ..., secret: ...}` for an
+    S3-compatible store; left empty, credentials and endpoint come from the environment (`AWS_*`)."""
+    on_read_error: str = "raise"
+    """After `read_retries` failed retries of a transient read error (network, 5xx, dropped connection):
+    `raise` stops training with an error naming the file, `skip` counts the rest of the file as skipped
+    (`read_error`) and goes on. Errors that retrying cannot fix (missing, truncated, corrupt file) are always
+    counted skips."""
+    read_retries: int = 5
+    """Retries of a transient read error, each reopening the file where the stream stood."""
+    retry_backoff: float = 1.0
+    """Seconds before the first retry; doubled at each further one (at most 60 s)."""
     files: list[str] = field(default_factory=list, init=False, repr=False)
+    _listed: tuple[Any, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.paths, str):
@@ -88,22 +103,46 @@ class DataSource:
             raise ValueError(f"DataSource `{self.name}`: `txt_unit` must be 'line' or 'file', got {self.txt_unit!r}.")
         if isinstance(self.normaliser, str):
             self.normaliser = _import_callable(self.normaliser, self.name)
+        if not isinstance(self.storage_options, dict):
+            raise ValueError(f"DataSource `{self.name}`: `storage_options` must be a mapping, got {self.storage_options!r}.")
+        if self.on_read_error not in READ_ERROR_POLICIES:
+            raise ValueError(
+                f"DataSource `{self.name}`: `on_read_error` must be one of {READ_ERROR_POLICIES}, got {self.on_read_error!r}."
+            )
+        if not isinstance(self.read_retries, int) or self.read_retries < 0:
+            raise ValueError(f"DataSource `{self.name}`: `read_retries` must be an integer >= 0, got {self.read_retries!r}.")
+        if not isinstance(self.retry_backoff, int | float) or self.retry_backoff < 0:
+            raise ValueError(f"DataSource `{self.name}`: `retry_backoff` must be a number >= 0, got {self.retry_backoff!r}.")
 
     def resolve(self) -> list[str]:
-        """Expands the globs once; fails before training if nothing matches or a format is unknown."""
+        """Expands the globs, once per process (validation and the scheduler share the listing); fails before
+        training if nothing matches, the store cannot be listed (endpoint, credentials, bucket) or a format is
+        unknown."""
+        key = (tuple(self.paths), repr(sorted(self.storage_options.items())))
+        if self._listed == key:
+            return self.files
         files: list[str] = []
         for pattern in self.paths:
-            fs, path = fsspec.core.url_to_fs(pattern)
-            matches = sorted(fs.glob(path)) if any(c in path for c in "*?[") else ([path] if fs.exists(path) else [])
-            files.extend(m if fs.protocol in ("file", ("file", "local")) else fs.unstrip_protocol(m) for m in matches)
+            try:
+                fs, path = fsspec.core.url_to_fs(pattern, **self.storage_options)
+                has_glob = any(c in path for c in "*?[")
+                matches = sorted(fs.glob(path)) if has_glob else ([path] if fs.exists(path) else [])
+            except Exception as err:  # botocore/aiohttp/permission errors: one clear message naming the source
+                raise OSError(
+                    f"DataSource `{self.name}`: cannot list {pattern!r} ({type(err).__name__}: {err}); check the "
+                    "endpoint, the credentials (`storage_options` or the AWS_* environment) and the bucket."
+                ) from err
+            local = fs.protocol in ("file", ("file", "local"))
+            files.extend(m if local else fs.unstrip_protocol(m) for m in matches)
         if not files:
             raise FileNotFoundError(
                 f"DataSource `{self.name}`: no file matches {self.paths}; check the paths/globs (relative paths are "
-                "resolved from the current directory)."
+                "resolved from the current directory; for object storage, the bucket name and its access)."
             )
         for path in files:
             self.format_of(path)
         self.files = sorted(dict.fromkeys(files))
+        self._listed = key
         return self.files
 
     def format_of(self, path: str) -> str:
@@ -190,35 +229,90 @@ class SkipCounter:
 # ---- raw records ----
 
 
-def iter_raw_records(path: str, fmt: str, txt_unit: str, skips: SkipCounter) -> Iterator[Any]:
-    """Yields the raw records of one file in order; read errors end the file as a counted skip."""
-    try:
-        with fsspec.open(path, "rb") as raw:
-            if fmt == "parquet":
-                yield from _parquet_rows(raw)
+def iter_raw_records(
+    path: str, fmt: str, txt_unit: str, skips: SkipCounter, source: DataSource | None = None
+) -> Iterator[Any]:
+    """Yields the raw records of one file in order.
+
+    A transient error (network, 5xx, dropped connection) is retried `source.read_retries` times with backoff,
+    reopening the file and skipping the records already yielded, so nothing is lost or repeated; then
+    `source.on_read_error` decides. Errors that a retry cannot fix end the file as a counted skip.
+    """
+    yielded, failures = 0, 0
+    options = source.storage_options if source is not None else {}
+    while True:
+        try:
+            for index, record in enumerate(_file_records(path, fmt, txt_unit, skips, options)):
+                if index >= yielded:
+                    yielded += 1
+                    failures = 0
+                    yield record
+            return
+        except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+            skips.skip("truncated_file", path, None, repr(err))
+            return
+        except FileNotFoundError as err:
+            skips.skip("missing_file", path, None, repr(err))
+            return
+        except Exception as err:  # zstandard.ZstdError, pyarrow.ArrowInvalid, botocore...: one file, not a dead run
+            if not _transient(err):
+                skips.skip("unreadable_file", path, None, repr(err))
                 return
-            stream = _decompressed(raw, fmt)
-            if fmt == "txt" and txt_unit == "file":
-                data = stream.read()
-                if not data:
-                    skips.skip("empty_file", path, None)
-                    return
-                yield data
+            failures += 1
+            retries = source.read_retries if source is not None else 0
+            if failures > retries:
+                if source is not None and source.on_read_error == "raise":
+                    raise OSError(
+                        f"DataSource `{source.name}`: reading {path} failed {failures} times, the last after "
+                        f"{yielded} records ({type(err).__name__}: {err}); fix the store and resume from the last "
+                        "checkpoint, or set `on_read_error: skip` to count such files as skipped."
+                    ) from err
+                skips.skip("read_error", path, None, f"after {yielded} records: {err!r}")
                 return
-            empty = True
-            for line in stream:
-                empty = False
-                yield line
-            if empty:
+            delay = min(60.0, (source.retry_backoff if source is not None else 0) * 2 ** (failures - 1))
+            logger.warning(
+                "reading %s failed after %d records (%s: %s); retry %d/%d in %.1fs",
+                path, yielded, type(err).__name__, err, failures, retries, delay,
+            )
+            time.sleep(delay)
+
+
+def _file_records(path: str, fmt: str, txt_unit: str, skips: SkipCounter, options: dict[str, Any]) -> Iterator[Any]:
+    with fsspec.open(path, "rb", **options) as raw:
+        if fmt == "parquet":
+            yield from _parquet_rows(raw)
+            return
+        stream = _decompressed(raw, fmt)
+        if fmt == "txt" and txt_unit == "file":
+            data = stream.read()
+            if not data:
                 skips.skip("empty_file", path, None)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-        skips.skip("truncated_file", path, None, repr(err))
-    except FileNotFoundError as err:
-        skips.skip("missing_file", path, None, repr(err))
-    except OSError as err:
-        skips.skip("unreadable_file", path, None, repr(err))
-    except Exception as err:  # zstandard.ZstdError, pyarrow.ArrowInvalid...: still one bad file, not a dead run
-        skips.skip("unreadable_file", path, None, repr(err))
+                return
+            yield data
+            return
+        empty = True
+        for line in stream:
+            empty = False
+            yield line
+        if empty:
+            skips.skip("empty_file", path, None)
+
+
+_PERMANENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+_TRANSIENT_MODULES = ("botocore", "aiobotocore", "aiohttp", "urllib3", "requests", "http", "s3fs", "gcsfs", "adlfs")
+
+
+def _transient(err: BaseException) -> bool:
+    """Whether retrying the read may help: connection and server errors, not a missing or corrupt file."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, _PERMANENT):
+            return False
+        if isinstance(err, ConnectionError | TimeoutError) or type(err).__module__.split(".")[0] in _TRANSIENT_MODULES:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _decompressed(raw: io.BufferedIOBase, fmt: str) -> io.BufferedIOBase:
@@ -303,4 +397,4 @@ def _field(record: Any, dotted: str) -> Any:
     return value
 
 
-__all__ = ["DataSource", "FORMATS", "SkipCounter", "load_sources", "validate_sources"]
+__all__ = ["DataSource", "FORMATS", "READ_ERROR_POLICIES", "SkipCounter", "load_sources", "validate_sources"]
