@@ -40,8 +40,7 @@ def test_folded_journal_has_constant_size_and_the_weights_of_the_full_history(co
     scheduler.channel.append = lambda entry: (full.append(entry), original(entry))
     seen, sizes = feed(scheduler, 300, random.Random(0))
     assert scheduler.controller.count("feedback") == 150 and len(full.pending) == 150
-    # one window per step: after window n the scheduler stands at step n + 1
-    assert seen == [full.weights_at(step + 1) for step in range(300)]
+    assert seen == [full.weights_at(step) for step in range(300)]  # one window per step: window n is step n
     assert max(sizes[50:]) <= sizes[20] + 64, "the journal in the state grew with the run"
     assert len(scheduler.controller.pending) <= 2
 
@@ -53,7 +52,7 @@ def test_resume_replays_the_folded_journal_exactly(corpus, tokenizer):
     expected = [w["input_ids"] for w in islice(_continue(reference), 20)]
     resumed = make(corpus, tokenizer)
     resumed.load_state_dict(state)
-    assert resumed.weights == reference.controller.weights_at(60)
+    assert resumed.weights == reference.controller.weights_at(59)
     after = [w["input_ids"] for w in islice(iter(resumed), 20)]
     assert all(torch.equal(a, b) for a, b in zip(after, expected, strict=True))
 

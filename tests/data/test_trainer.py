@@ -108,3 +108,32 @@ def test_two_processes_read_disjoint_data(tmp_path, small_corpus):
     assert docs[0] and docs[1] and not docs[0] & docs[1]
     logged = [e for e in ranks[0]["log"] if "data/tokens/en" in e][-1]
     assert logged["data/tokens/en"] + logged["data/tokens/de"] == 2 * 4 * 2 * 32  # summed over both ranks
+
+
+def test_logged_step_weight_and_data_agree_at_every_step(tmp_path, small_corpus, tokenizer):
+    from transformers import TrainerCallback
+
+    trainer, scheduler, _, _ = build(str(tmp_path / "edit"), str(small_corpus), 10, tokenizer)
+    trainer.args.logging_steps = 1
+
+    class Edit(TrainerCallback):
+        effective: int | None = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                self.effective = scheduler.set_weights({"en": 0.0})
+
+    edit = Edit()
+    trainer.add_callback(edit)
+    trainer.train()
+    logs = [e for e in trainer.state.log_history if "data/weight/en" in e and "loss" in e]  # not the final summary
+    assert [e["step"] for e in logs] == list(range(1, 11))
+    tokens = [e["data/tokens/en"] for e in logs]
+    en_per_step = [b - a for a, b in zip([0, *tokens], tokens, strict=False)]
+    first = next(e["step"] for e in logs if e["data/weight/en"] == 0)
+    assert first == edit.effective + 1  # set_weights' step is 0-based; global_step counts from 1
+    for e, en in zip(logs, en_per_step, strict=True):
+        assert (e["data/weight/en"] == 0) == (e["step"] >= first)
+        if e["step"] >= first:
+            assert en == 0, f"step {e['step']} logged weight 0 for en but trained on {en} en tokens"
+    assert en_per_step[first - 2] > 0, "the step before the change still trained on en"

@@ -260,7 +260,8 @@ class OnlineDataScheduler(IterableDataset):
         roles = self._state["roles"]
         if self._state["num_workers"] is None or len(roles) < self._state["num_workers"]:
             return self._state["base_step"]
-        return max(self._state["base_step"], min(snap["step"] for snap in roles.values()))
+        # one step less: `weights` asks about the last consumed step, which may precede every role's last window
+        return max(self._state["base_step"], min(snap["step"] for snap in roles.values()) - 1)
 
     def _shard_settings(self) -> ShardSettings:
         return ShardSettings(
@@ -419,14 +420,21 @@ class OnlineDataScheduler(IterableDataset):
 
     @property
     def weights(self) -> dict[str, float]:
-        """Normalised weights in force at the current step."""
-        return self.controller.weights_at(self.current_step)
+        """Normalised weights of the last step consumed: what a log line at the Trainer's `global_step` trained on.
+
+        Scheduler steps count from 0, so the Trainer's optimizer step `global_step = N` consumed the batches of
+        scheduler step N - 1; before any step, the weights of the first.
+        """
+        return self.controller.weights_at(max(self.current_step - 1, self._state["base_step"]))
 
     def next_effective_step(self) -> int:
         return self.current_step + self.lookahead_steps
 
     def set_weights(self, weights: dict[str, float], step: int | None = None, reason: str = "api") -> int:
-        """Validates and journals a weight change; returns the step at which it takes effect.
+        """Validates and journals a weight change; returns the (0-based) scheduler step at which it takes effect.
+
+        Its batches are those of the Trainer's optimizer step `global_step = step + 1`, the first log line that
+        shows the new weights.
 
         Sources left out keep their weight. A rejected change raises ValueError and leaves the weights as they are.
         """
@@ -448,9 +456,9 @@ class OnlineDataScheduler(IterableDataset):
         entry = self.controller.append(entry)
         self.channel.append(entry)
         logger.info(
-            "mixture change (%s) takes effect at step %d: %s",
+            "mixture change (%s) takes effect at global_step %d (its batches are the first with the new mix): %s",
             entry["reason"],
-            entry["step"],
+            entry["step"] + 1,
             {k: round(v, 4) for k, v in self.controller.weights_at(entry["step"]).items()},
         )
 
