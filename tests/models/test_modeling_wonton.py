@@ -206,7 +206,7 @@ def test_cached_logits_equal_full_forward():
     with torch.no_grad():
         full = model(input_ids=ids).logits
         first = model(input_ids=ids[:, :6], use_cache=True)
-        rest = model(input_ids=ids[:, 6:], past_key_values=first.past_key_values).logits
+        rest = model(input_ids=ids[:, 6:], cache=first.cache).logits
     torch.testing.assert_close(rest, full[:, 6:], atol=1e-5, rtol=1e-5)
 
 
@@ -216,7 +216,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     for checkpointing in (False, True):
         model = tiny_model(seed=3).train()
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model(input_ids=ids, labels=ids).loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name, grad in grads[0].items():

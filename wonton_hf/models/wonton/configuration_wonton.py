@@ -77,7 +77,7 @@ class WontonConfig(PreTrainedConfig):
     """
 
     model_type = "wonton"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache"]
     base_model_tp_plan = {
         "layers.*.self_attn.qkv_proj": "colwise",
         "layers.*.self_attn.o_proj": "rowwise",
@@ -152,6 +152,12 @@ class WontonConfig(PreTrainedConfig):
             raise ValueError(
                 f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
                 f"({self.num_attention_heads}); change one of them."
+            )
+        partial = (self.rope_parameters or {}).get("partial_rotary_factor", 1.0)
+        if partial != 1.0:
+            raise ValueError(
+                f"`rope_parameters.partial_rotary_factor` is {partial}, but Wonton rotates the full head dim "
+                "(the paper's RoPE); remove the key or set it to 1.0."
             )
         if self.position_embedding_type == "rope" and self.head_dim % 2 != 0:
             raise ValueError(f"RoPE needs an even head dim; `hidden_size / num_attention_heads` is {self.head_dim}.")

@@ -26,18 +26,16 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
-from transformers.masking_utils import (
-    create_causal_mask,
-    find_packed_sequence_indices,
-    packed_sequence_mask_function,
-)
+from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple, logging
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.import_utils import is_tracing
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_wonton import WontonConfig
@@ -163,7 +161,7 @@ class WontonAttention(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]  # B, T
@@ -178,8 +176,8 @@ class WontonAttention(nn.Module):
         if self.probe._forward_hooks:  # only a monitor's measured steps pay for the module call
             query, key = self.probe(query, key)
 
-        if past_key_values is not None:
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx, kwargs=kwargs)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -224,15 +222,16 @@ class WontonDecoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
+        # The cache is named `cache` (transformers >= 5.24): `GradientCheckpointingLayer` drops it by that name.
         attn_output, _ = self.self_attn(
             self.input_layernorm(hidden_states),
             attention_mask=attention_mask,
             position_ids=position_ids,  # flash attention reads packed boundaries from these
-            past_key_values=past_key_values,
+            cache=cache,
             position_embeddings=position_embeddings,
             **kwargs,
         )
@@ -247,7 +246,7 @@ class WontonPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["WontonDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -276,6 +275,67 @@ def _positions_from_cu_seq_lens(cu_seq_lens: torch.Tensor, total: int) -> torch.
     return (torch.arange(total, device=cu_seq_lens.device) - cu_seq_lens.long()[segment]).unsqueeze(0)
 
 
+def _document_mask(
+    attention_mask: torch.Tensor | None,
+    cache: Cache | None,
+    past_seen: int | torch.Tensor,
+    position_ids: torch.LongTensor,
+    inputs_embeds: torch.Tensor,
+) -> Callable | None:
+    """Keep packed documents apart in the cases transformers' own detection skips.
+
+    `create_causal_mask` finds position-id restarts only when there is neither a 2-D mask nor a cache: a
+    packed row arriving with an all-ones mask, or with a cache (prefill, then every decoding step), would
+    otherwise attend across documents. The rule needs no document ids, only what every forward has: a real
+    query at position `p` belongs to the document made of the `p` real tokens before it, so it may see a key
+    iff at most `p` real tokens lie between them. Where positions count real tokens from 0 (`generate()`'s
+    `cumsum(mask) - 1`, a packed row's restarts) this is exactly the query's own document, also across the
+    gaps of a padding mask and across decoding steps after a packed prefill; where positions run ahead of the
+    real-token count (a prompt that does not start at 0) nothing is excluded. Padded queries are left to the
+    padding mask (constraining them could leave a row with no key at all).
+
+    No Python `if` reads a tensor while tracing (a static cache's length is a tensor), so
+    `torch.compile(fullgraph=True)` holds; the shortcut returning `None` when nothing is excluded (every
+    unpacked batch) runs only eagerly, and spares the default path a materialised mask.
+    """
+    if attention_mask is None and cache is None:
+        return None  # transformers handles this case itself
+    if attention_mask is not None and attention_mask.ndim != 2:
+        return None  # a prepared 4-D mask is used as given
+    batch, q_len = inputs_embeds.shape[:2]
+    device = inputs_embeds.device
+    positions = position_ids.to(device).expand(batch, -1)
+    # A static cache's length is a tensor updated in place by the first layer: freeze today's value.
+    offset = past_seen.clone() if isinstance(past_seen, torch.Tensor) else past_seen
+
+    if attention_mask is None:  # every slot is real: the query at index i and position p sees keys from i - p on
+        first_key = torch.arange(q_len, device=device) + offset - positions
+        if not is_tracing(first_key) and bool((first_key <= 0).all()):
+            return None
+
+        def same_document(batch_idx, head_idx, q_idx, kv_idx):
+            return kv_idx >= first_key[batch_idx, q_idx - offset]
+
+        return same_document
+
+    real = attention_mask.to(device=device, dtype=torch.bool)  # [batch, past + q_len]
+    real_before = F.pad(real.long().cumsum(-1)[:, :-1], (1, 0))  # real tokens before each slot
+    real_query = real[:, -q_len:]
+    # A key is in the query's document iff real_before[key] >= real_before[query] - position.
+    floor = real_before[:, -q_len:] - positions
+    if not is_tracing(floor) and bool((~real_query | (floor <= 0)).all()):
+        return None
+    floor = floor.masked_fill(~real_query, torch.iinfo(floor.dtype).min)
+    kv_len = cache.get_mask_sizes(q_len, 0)[0] if cache is not None else real.shape[-1]
+    if isinstance(kv_len, int) and kv_len > real.shape[-1]:  # a static cache's unused slots: causal masks them
+        real_before = F.pad(real_before, (0, kv_len - real.shape[-1]), value=torch.iinfo(real_before.dtype).max)
+
+    def same_document_padded(batch_idx, head_idx, q_idx, kv_idx):
+        return real_before[batch_idx, kv_idx] >= floor[batch_idx, q_idx - offset]
+
+    return same_document_padded
+
+
 class WontonModel(WontonPreTrainedModel):
     def __init__(self, config: WontonConfig):
         super().__init__(config)
@@ -298,6 +358,9 @@ class WontonModel(WontonPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
+    # `generate()` in transformers >= 5.24 passes the cache as `cache=`; the old name still works, with
+    # transformers' own deprecation notice, for callers that pass it themselves.
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @merge_with_config_defaults
     @capture_outputs
     def forward(
@@ -305,7 +368,7 @@ class WontonModel(WontonPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
@@ -314,10 +377,11 @@ class WontonModel(WontonPreTrainedModel):
             raise ValueError("You must specify exactly one of `input_ids` or `inputs_embeds`.")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
 
-        past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+        # An int, or a 0-d tensor for a static cache (compile-friendly: only used in arithmetic, never in an `if`).
+        past_seen = cache.get_seq_length() if cache is not None else 0
         if position_ids is None and kwargs.get("cu_seq_lens_q") is not None:
             # `DataCollatorWithFlattening(return_position_ids=False)`: rebuild the restarts from the lengths.
             position_ids = _positions_from_cu_seq_lens(kwargs["cu_seq_lens_q"], inputs_embeds.shape[1])
@@ -329,9 +393,9 @@ class WontonModel(WontonPreTrainedModel):
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             position_ids=position_ids,
-            and_mask_function=self._document_mask(attention_mask, past_key_values, past_seen, position_ids, inputs_embeds),
+            and_mask_function=_document_mask(attention_mask, cache, past_seen, position_ids, inputs_embeds),
         )
 
         hidden_states = inputs_embeds
@@ -348,36 +412,14 @@ class WontonModel(WontonPreTrainedModel):
                 hidden_states,
                 attention_mask=causal_mask,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
+                cache=cache,
                 position_embeddings=position_embeddings,
                 **kwargs,
             )
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), past_key_values=past_key_values)
-
-    def _document_mask(self, attention_mask, past_key_values, past_seen, position_ids, inputs_embeds) -> Callable | None:
-        """Keep packed documents apart when transformers' own detection does not run.
-
-        `create_causal_mask` finds position-id restarts only when there is neither a 2D padding mask nor
-        a cache. A packed row arriving with an all-ones mask, or with `use_cache=True`, would otherwise
-        attend across documents. Only a fresh prefill can be packed; decoding steps are never split.
-        """
-        if attention_mask is None and past_key_values is None:
-            return None  # transformers handles this case itself
-        if past_seen > 0 or (attention_mask is not None and attention_mask.ndim != 2):
-            return None
-        if position_ids.shape[0] != inputs_embeds.shape[0]:
-            position_ids = position_ids.expand(inputs_embeds.shape[0], -1)
-        document_ids = find_packed_sequence_indices(position_ids)
-        if document_ids is None:
-            return None
-        q_len = inputs_embeds.shape[1]
-        kv_len = past_key_values.get_mask_sizes(q_len, 0)[0] if past_key_values is not None else attention_mask.shape[-1]
-        if kv_len > q_len:  # a static cache is longer than the prompt; its unused slots form no document
-            document_ids = F.pad(document_ids, (0, kv_len - q_len), value=-1)
-        return packed_sequence_mask_function(document_ids)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
 
     def _check_learned_positions(self, position_ids: torch.Tensor) -> None:
-        if torch.compiler.is_compiling():
+        if is_tracing(position_ids):
             return
         if int(position_ids.max()) >= self.config.max_position_embeddings:
             raise ValueError(
@@ -472,13 +514,14 @@ class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head = new_embeddings
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -493,7 +536,7 @@ class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -512,7 +555,7 @@ class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
         return WontonCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             ce_loss=ce_loss,
