@@ -4,34 +4,34 @@
     accelerate launch examples/pretrain.py --config examples/configs/runs/wonton-1b.yaml
     accelerate launch --config_file examples/configs/accelerate/deepspeed_zero2.yaml \
         examples/pretrain.py --config examples/configs/runs/wonton-7b.yaml train.max_steps=1000
+    python examples/pretrain.py --launch examples/configs/accelerate/multi_cpu.yaml ...   # check, then launch
     ... --resume never | --resume outputs/<run>/checkpoint-500          # default: newest complete checkpoint
+    ... --help-config                                                   # every field, its doc and default
+    ... --check                                                         # check the config and files only
 
 Positional `section.key=value` arguments override the YAML (e.g. `train.max_steps=50 data.seq_len=512`).
+A config error prints one message naming every bad field and exits with code 2 before anything is built.
 """
 
-import argparse
-import logging
+import sys
 from pathlib import Path
 
-from wonton_hf.training import build_trainer, load_run_config, print_next_steps, run, shutdown
+from wonton_hf.training.config import load_run_config, run_config_help
+from wonton_hf.training.entry import ScriptSpec, run_script
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "runs" / "wonton-tiny-cpu.yaml"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="run YAML (default: the embedded CPU demo)")
-    parser.add_argument("--resume", help="auto | never | a checkpoint directory (overrides the YAML's `resume`)")
-    parser.add_argument("overrides", nargs="*", help="section.key=value")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    overrides = args.overrides + ([f"resume={args.resume}"] if args.resume else [])
-    config = load_run_config(args.config, overrides)
-    prepared = build_trainer(config)
-    final = run(prepared)
+def train(config) -> None:
+    from wonton_hf.training.launch import build_trainer, print_next_steps, run, shutdown
+
+    final = run(build_trainer(config))
     print_next_steps(final, config)
     shutdown()
 
 
+SPEC = ScriptSpec(script=__file__, description=__doc__, default_config=DEFAULT_CONFIG, load=load_run_config,
+                  help_config=run_config_help, check=lambda config: config.check_files(), train=train)
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(SPEC))

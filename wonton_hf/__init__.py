@@ -3,34 +3,37 @@
 Importing the package registers `WontonConfig` with `AutoConfig` and the models with `AutoModel` /
 `AutoModelForCausalLM`, and marks them for `save_pretrained` to export their code (`auto_map`), so a
 saved directory also loads with `trust_remote_code=True` where `wonton_hf` is not installed.
+
+The import itself is light (no torch, no transformers): the registration happens as soon as transformers'
+Auto classes are imported (`_auto_registration`), and the model classes load on first access. That keeps
+`wonton-hf --help` and run-config errors well under two seconds.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from typing import Any
 
-from .models.wonton import (
-    WONTON_PRESETS,
-    WontonCausalLMOutputWithPast,
-    WontonConfig,
-    WontonForCausalLM,
-    WontonModel,
-    WontonPreTrainedModel,
-)
+from . import _auto_registration
 
 __version__ = "0.1.0"
 
-AutoConfig.register(WontonConfig.model_type, WontonConfig, exist_ok=True)
-AutoModel.register(WontonConfig, WontonModel, exist_ok=True)
-AutoModelForCausalLM.register(WontonConfig, WontonForCausalLM, exist_ok=True)
-WontonConfig.register_for_auto_class()
-WontonModel.register_for_auto_class("AutoModel")
-WontonForCausalLM.register_for_auto_class("AutoModelForCausalLM")
-
-__all__ = [
+_MODEL_NAMES = (
     "WONTON_PRESETS",
     "WontonCausalLMOutputWithPast",
     "WontonConfig",
     "WontonForCausalLM",
     "WontonModel",
     "WontonPreTrainedModel",
-    "__version__",
-]
+)
+
+_auto_registration.install()
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        from .models import wonton
+
+        _auto_registration.register()
+        return getattr(wonton, name)
+    raise AttributeError(f"module 'wonton_hf' has no attribute {name!r}")
+
+
+__all__ = [*_MODEL_NAMES, "__version__"]

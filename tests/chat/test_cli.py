@@ -14,12 +14,8 @@ import pytest
 
 from wonton_hf.chat.interactive import ChatSession, SamplingOptions, chat_loop, load_chat_model
 
-# Runs `wonton-hf` with the chat subcommand whether or not wonton_hf/cli.py lists it yet.
-RUNNER = (
-    "import sys, wonton_hf.cli as c\n"
-    "if 'wonton_hf.chat.cli' not in c.SUBCOMMAND_MODULES: c.SUBCOMMAND_MODULES.append('wonton_hf.chat.cli')\n"
-    "sys.exit(c.main(sys.argv[1:]))\n"
-)
+# Runs `wonton-hf` as the console script does.
+RUNNER = "import sys, wonton_hf.cli as c\nsys.exit(c.main(sys.argv[1:]))\n"
 GREEDY = ["--temperature", "0", "--max-new-tokens", "12"]
 
 
@@ -64,8 +60,6 @@ def test_loop_handles_reset_and_exit(session):
 def run_in_process(monkeypatch, capsys, *args: str, stdin: str = "") -> tuple[int, str, str]:
     import wonton_hf.cli as cli
 
-    if "wonton_hf.chat.cli" not in cli.SUBCOMMAND_MODULES:
-        monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", [*cli.SUBCOMMAND_MODULES, "wonton_hf.chat.cli"])
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     code = cli.main(list(args))
     captured = capsys.readouterr()

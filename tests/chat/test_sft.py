@@ -65,12 +65,14 @@ def test_config_errors_name_the_field(tmp_path, messages_file):
     path = write_config(tmp_path, messages_file)
     with pytest.raises(ValueError, match="global_batch_size"):
         load_sft_config(path, ["train.global_batch_size=6"]).gradient_accumulation_steps(1)
-    with pytest.raises(ValueError, match=r"Unknown key\(s\) \['lr'\] in `train`"):
+    with pytest.raises(ValueError, match=r"train.lr: unknown key; accepted keys: .*learning_rate"):
         load_sft_config(path, ["train.lr=1e-5"])
     with pytest.raises(ValueError, match="format"):
         load_sft_config(path, ['data.sources=[{name: x, format: sharegpt, path: a.jsonl}]'])
     with pytest.raises(ValueError, match="deepspeed"):
-        load_sft_config(path, ["train.deepspeed=/nonexistent/zero2.json"])
+        load_sft_config(path, ["train.deepspeed=/nonexistent/zero2.json"]).check_files()
+    with pytest.raises(ValueError, match=r"data.sources\[0\].path: format messages has no default"):
+        load_sft_config(path, ["data.sources[0].path=null"])
 
 
 def test_paper_defaults():

@@ -129,3 +129,30 @@ def test_trust_remote_code_only_when_needed(tiny_checkpoint, tmp_path):
         {"model_type": "somebody_elses_model", "auto_map": {"AutoConfig": "configuration_x.XConfig"}}
     ))
     assert needs_trust_remote_code(str(custom)) is True
+
+
+def _needs_code(root):
+    custom = root / "custom"
+    custom.mkdir()
+    (custom / "config.json").write_text(json.dumps(
+        {"model_type": "somebody_elses_model", "auto_map": {"AutoConfig": "configuration_x.XConfig",
+                                                            "AutoModelForCausalLM": "modeling_x.XForCausalLM"}}
+    ))
+    (custom / "modeling_x.py").write_text("raise SystemExit('remote code ran')\n")
+    return custom
+
+
+def test_remote_code_only_with_explicit_consent(tmp_path, capsys):
+    from wonton_hf.chat.interactive import load_chat_model
+    from wonton_hf.remote_code import RemoteCodeRequired
+
+    custom = _needs_code(tmp_path)
+    with pytest.raises(RemoteCodeRequired, match=r"pass `--trust-remote-code` only if you trust its source"):
+        evaluate_checkpoint(str(custom), "multilingual", output_dir=tmp_path / "out", data_dir=tmp_path)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(RemoteCodeRequired, match="modeling_x.py"):
+        load_chat_model(str(custom))
+    from wonton_hf.cli import main
+
+    assert main(["eval", str(custom), "--data-dir", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+    assert "needs code shipped with it" in capsys.readouterr().err

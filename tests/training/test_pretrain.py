@@ -27,11 +27,23 @@ def small(tmp_path, *extra):
     return SMALL + [f"output_dir={tmp_path}", *extra]
 
 
-def test_demo_trains_saves_and_the_result_loads_and_generates(tmp_path):
+def test_demo_trains_saves_and_the_result_loads_and_generates(tmp_path, capsys):
     config = load_run_config(DEMO, small(tmp_path, "train.max_steps=12", "train.save_steps=6"))
     prepared = build_trainer(config)
     final = run(prepared)
+    console = capsys.readouterr().out
     losses = [e["loss"] for e in prepared.trainer.state.log_history if "loss" in e]
+    # One console line per log event (not the ~90-key dict); the full set is still in trainer_state.json.
+    lines = [line for line in console.splitlines() if line.lstrip().startswith("step ")]
+    assert len(lines) == 12 and all(len(line) < 200 for line in lines[1:]), console
+    assert lines[0].lstrip().startswith("step  1/12 | loss ") and " | mix en 0.16 " in lines[0]
+    assert "{'loss'" not in console and "finished: 12 steps" in console
+    # The end-of-run data report, summed over ranks, agrees with the last log event's counts.
+    report = json.loads((config.run_dir / "data_report.json").read_text())
+    last = prepared.trainer.state.log_history[-2]
+    assert {n: s["tokens"] for n, s in report["sources"].items()} == \
+        {k.split("/")[-1]: v for k, v in last.items() if k.startswith("data/tokens/")}
+    assert report["totals"]["tokens"] == 12 * 256 and "Data report (1 rank(s)):" in console
     assert len(losses) == 12 and losses[-1] < losses[0]
     steps = [e for e in prepared.trainer.state.log_history if "loss" in e]
     # The per-source loss is in every log event (for the sources that had tokens since the previous one: a step
@@ -74,7 +86,9 @@ def test_kill_9_then_resume_continues_exactly_like_an_uninterrupted_run(tmp_path
     assert killed.returncode == -9, killed.stderr[-3000:]
     resumed = _drive([str(DEMO), *small(tmp_path / "run", *common)])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Resuming from {tmp_path / 'run' / 'pretrain-demo' / f'checkpoint-{((kill_at - 1) // 3) * 3}'}" in resumed.stderr
+    resumed_from = ((kill_at - 1) // 3) * 3  # >= 3: killed at step 4 or later
+    assert f"Resuming from {tmp_path / 'run' / 'pretrain-demo' / f'checkpoint-{resumed_from}'} (step {resumed_from}" \
+        in resumed.stderr
     ref_losses, run_losses = _losses(tmp_path / "ref" / "pretrain-demo"), _losses(tmp_path / "run" / "pretrain-demo")
     assert sorted(run_losses) == list(range(1, 13))
     for step in range(1, 13):

@@ -20,20 +20,10 @@ from torch import nn
 from transformers import TrainerCallback, TrainingArguments
 from transformers.trainer_callback import DefaultFlowCallback
 
+from ..distributed import all_reduce
+from ..distributed import is_distributed as distributed  # noqa: F401  (the monitors' name for it)
+
 logger = logging.getLogger(__name__)
-
-
-def distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def all_reduce(values: torch.Tensor, op: str) -> torch.Tensor:
-    """`op` in {"sum", "max", "mean"} over ranks; the identity in one process."""
-    if not distributed():
-        return values
-    reduce_op = torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM
-    torch.distributed.all_reduce(values, op=reduce_op)
-    return values / torch.distributed.get_world_size() if op == "mean" else values
 
 
 def uses_deepspeed(args: TrainingArguments) -> bool:
@@ -67,11 +57,17 @@ def add_monitors(trainer: Any, *callbacks: TrainerCallback) -> None:
 
     `Trainer.add_callback` appends, so a callback's `on_log` would run after TensorBoard's had already
     written the event; inserted here, what the monitors add to `logs` reaches every `report_to` backend.
+    A `SpikeGuard` rolls back only to complete checkpoints, so with one among `callbacks` the callback that
+    marks checkpoints complete is added too (last, or moved to the end if present).
     """
     handler = trainer.callback_handler
     position = next((i + 1 for i, cb in enumerate(handler.callbacks) if isinstance(cb, DefaultFlowCallback)), 0)
     for offset, callback in enumerate(callbacks):
         handler.callbacks.insert(position + offset, callback)
+    if any(type(cb).__name__ == "SpikeGuard" for cb in callbacks):
+        from ..training.checkpoints import ensure_completion_marking
+
+        ensure_completion_marking(trainer)
 
 
 class StepLossCapture:

@@ -13,8 +13,8 @@ moments and apply weight decay). The LR scheduler still advances with the step c
 the steps a GradScaler skips. The data of a skipped step is consumed and not trained on.
 
 Rollback, after `max_bad_steps` bad steps in a row: model weights and optimizer state are loaded from the
-newest checkpoint saved at or before the last good step (with a `COMPLETE` marker when the run writes
-them). By default the step counter, the LR schedule and the data stream go on from where they are, so the
+newest *complete* checkpoint (`COMPLETE` marker, `wonton_hf.training.checkpoints`) saved at or before the
+last good step; `add_monitors` adds the callback that writes the marker. By default the step counter, the LR schedule and the data stream go on from where they are, so the
 steps between that checkpoint and the trouble, and their batches, count as skipped — PaLM's remedy
 (section 5.1: restart ~100 steps before the spike, skip the 200-500 batches around it). With
 `rewind_schedule: true` the Trainer's step counter and the LR scheduler go back to the checkpoint too;
@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,15 +44,14 @@ from typing import Any
 import torch
 from torch import nn
 from transformers.trainer_callback import ExportableState
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ._common import LoggingCallback, StepLossCapture, distributed, step_metrics, uses_deepspeed
+from ..distributed import barrier, is_main_process
+from ..training.checkpoints import checkpoint_step, list_checkpoints, newest_complete_checkpoint
+from ._common import LoggingCallback, StepLossCapture, step_metrics, uses_deepspeed
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "spike"
-COMPLETE_MARKER = "COMPLETE"  # written by wonton_hf.training.checkpoints once every rank finished a save
-_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 _MAX_EVENTS = 1000
 
 
@@ -192,7 +190,7 @@ class SpikeGuard(LoggingCallback, ExportableState):
         # Non-finite losses are kept as text: the state must stay strict JSON.
         kept = {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in details.items() if v is not None}
         self._state["events"] = (self._state["events"] + [{"step": step, "event": kind, **kept}])[-_MAX_EVENTS:]
-        if not distributed() or torch.distributed.get_rank() == 0:
+        if is_main_process():
             logger.warning("SpikeGuard step %d: %s %s", step, kind, kept)
         metrics = {f"{PREFIX}/{kind}": 1.0, f"{PREFIX}/skipped_total": float(self._state["skipped"]),
                    f"{PREFIX}/rollbacks_total": float(self._state["rollbacks"])}
@@ -217,9 +215,10 @@ class SpikeGuard(LoggingCallback, ExportableState):
             control.should_training_stop = self._stopped = True
             return
         self._state["bad_in_a_row"] = 0
-        checkpoint = last_good_checkpoint(args.output_dir, self._state["last_good_step"])
+        checkpoint = newest_complete_checkpoint(args.output_dir, at_or_before=self._state["last_good_step"])
         if checkpoint is None:
-            self._event(control, step, "rollback_unavailable", reason=f"no checkpoint at or before step {self._state['last_good_step']}")
+            self._event(control, step, "rollback_unavailable",
+                        reason=f"no complete checkpoint at or before step {self._state['last_good_step']}")
             return
         target = load_training_state(checkpoint, model, optimizer, lr_scheduler if self.rewind_schedule else None)
         retire_newer_checkpoints(args.output_dir, target, main_process=state.is_world_process_zero)
@@ -230,23 +229,6 @@ class SpikeGuard(LoggingCallback, ExportableState):
             state.global_step = target
         self._state["last_good_step"] = state.global_step
         self._event(control, step, "rollback", to_step=target, checkpoint=str(checkpoint), steps_undone=step - target)
-
-
-def _checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
-    root = Path(output_dir)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
-    return sorted(found)
-
-
-def last_good_checkpoint(output_dir: str | Path, last_good_step: int) -> Path | None:
-    """Newest `checkpoint-N` with N <= `last_good_step`, fully written (COMPLETE marker where the run uses them)."""
-    found = _checkpoints(output_dir)
-    marked = any((p / COMPLETE_MARKER).exists() for _, p in found)
-    usable = [p for n, p in found if n <= last_good_step and (p / "trainer_state.json").exists()
-              and (not marked or (p / COMPLETE_MARKER).exists())]
-    return usable[-1] if usable else None
 
 
 def _load_weights(checkpoint: Path, model: nn.Module) -> None:
@@ -280,17 +262,16 @@ def load_training_state(checkpoint: Path, model: nn.Module, optimizer: Any, lr_s
     if lr_scheduler is not None and (checkpoint / "scheduler.pt").exists():
         lr_scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
     model.zero_grad(set_to_none=True)
-    return int(_CHECKPOINT.match(checkpoint.name).group(1))
+    return checkpoint_step(checkpoint)
 
 
 def retire_newer_checkpoints(output_dir: str | Path, step: int, main_process: bool) -> None:
     """Rename checkpoints after `step` (the abandoned trajectory) so no resume ever picks them."""
     if main_process:
-        for number, path in _checkpoints(output_dir):
+        for number, path in list_checkpoints(output_dir):
             if number > step:
                 target = path.with_name(f"{path.name}-rolled-back")
                 if target.exists():
                     shutil.rmtree(target)
                 path.rename(target)
-    if distributed():
-        torch.distributed.barrier()
+    barrier()

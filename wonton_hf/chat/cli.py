@@ -22,7 +22,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default 0.9)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="longest reply in tokens (default 256)")
     parser.add_argument("--seed", type=int, help="sampling seed, for repeatable replies")
-    parser.add_argument("--trust-remote-code", action="store_true", help="for models whose code is not installed")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run modelling code shipped with the checkpoint (its `auto_map`); off by default, pass it "
+                        "only for a source you trust. Wonton checkpoints need none.")
     parser.set_defaults(func=_run)
 
 

@@ -55,8 +55,13 @@ class SamplingOptions:
 
 
 def load_chat_model(model_dir: str, trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model and tokenizer from a `save_pretrained` directory; a tokenizer without a template gets the Wonton one."""
-    import wonton_hf  # noqa: F401  (registers the Wonton Auto classes)
+    """Model and tokenizer from a `save_pretrained` directory; a tokenizer without a template gets the Wonton one.
+
+    A checkpoint that needs its own code is refused unless `trust_remote_code` (`--trust-remote-code`).
+    """
+    from ..remote_code import check_remote_code
+
+    check_remote_code(model_dir, trust_remote_code, flag="--trust-remote-code")
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -29,13 +29,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -46,159 +43,31 @@ from transformers import (
 )
 
 from ..data.sources import SkipCounter
-from ..training.checkpoints import barrier
-from ..training.config import MonitorsConfig, apply_overrides, build_dataclass
-from ..training.launch import build_monitors, device_arguments, is_main_process, world_size
+from ..distributed import barrier, is_main_process
+from ..training.checkpoints import ensure_completion_marking, resume_plan
+from ..training.console import use_console
+from ..training.launch import build_monitors, common_training_arguments, optimizer_arguments, quiet_progress_bars
 from ..training.launch import check_launch as _check_launch
+from .config import (
+    DEMO_DATA_DIR,
+    PRETRAIN_DEMO_OUTPUT,
+    SAMPLES_DIR,
+    SFTRunConfig,
+    _expanded,
+    load_sft_config,
+    sft_config_help,
+)
 from .formats import ChatDataReport, build_chat_dataset, load_chat_sources, source_conversations
 from .template import install_chat_template
 
 logger = logging.getLogger(__name__)
-
-SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
-DEMO_DATA_DIR = Path(__file__).resolve().parent.parent / "demo" / "data"
-PRETRAIN_DEMO_OUTPUT = "outputs/pretrain-demo/final"
-"""Where `accelerate launch examples/pretrain.py` (the embedded pretraining demo) saves its model."""
-PATH_VARIABLES = {"{samples}": str(SAMPLES_DIR)}
-
-
-@dataclass
-class SFTModelConfig:
-    path: str = "auto"
-    """a save_pretrained directory (or hub id); auto: the pretraining demo's output if present, else a tiny model
-    and tokenizer made on the spot (a pipeline demo, not a chat model worth talking to)"""
-    tiny_preset: str = "wonton-tiny"
-    """preset of the on-the-spot model"""
-    tiny_vocab_size: int = 2048
-    """tokenizer size of the on-the-spot model (trained on the package's demo texts and chat samples)"""
-    tiny_overrides: dict[str, Any] = field(default_factory=dict)
-    """`WontonConfig` fields changed on top of `tiny_preset` (e.g. hidden_size, num_hidden_layers)"""
-    attn_implementation: str | None = None
-    """None: sdpa (its block-diagonal mask from position ids keeps packed conversations apart)"""
-    trust_remote_code: bool = False
-
-
-@dataclass
-class SFTDataConfig:
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    """`ChatSource` fields per source: name, format, path, weight, split, languages, subsets, max_records"""
-    max_length: int = 2048
-    """tokens per packed row (without packing: longer conversations are truncated)"""
-    packing: bool = True
-    """best-fit-decreasing packing, padding-free; conversations longer than max_length are truncated"""
-    num_proc: int | None = None
-    """processes for TRL's tokenisation (`dataset_num_proc`)"""
-
-
-@dataclass
-class SFTTrainConfig:
-    epochs: float = 3.0
-    """paper: 1-3"""
-    max_steps: int = -1
-    """> 0 overrides epochs"""
-    learning_rate: float = 2e-5
-    global_batch_size: int = 512
-    """rows per optimizer step over all ranks (packed rows with packing, conversations without)"""
-    per_device_batch_size: int = 4
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.1
-    """the pretraining optimizer's (the report: "same optimizer")"""
-    max_grad_norm: float = 1.0
-    warmup_ratio: float = 0.03
-    lr_scheduler_type: str = "cosine"
-    precision: str = "auto"
-    """auto (bf16 on CUDA with bf16 support, else fp32) | bf16 | fp16 | fp32"""
-    gradient_checkpointing: bool = False
-    deepspeed: str | None = None
-    """a DeepSpeed JSON, shared with pretraining: examples/configs/deepspeed/zero2.json"""
-    use_cpu: bool | None = None
-    """None: CPU when no CUDA device is present"""
-    logging_steps: int = 10
-    save_steps: int = 500
-    save_total_limit: int | None = 2
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
-    seed: int = 42
-    assistant_only_loss: bool = True
-    """loss on answers (and their </s>) only, as in the report; False trains on every token"""
-
-
-@dataclass
-class SFTRunConfig:
-    run_name: str = "sft"
-    output_dir: str = "outputs"
-    model: SFTModelConfig = field(default_factory=SFTModelConfig)
-    data: SFTDataConfig = field(default_factory=SFTDataConfig)
-    train: SFTTrainConfig = field(default_factory=SFTTrainConfig)
-    monitors: MonitorsConfig = field(default_factory=MonitorsConfig)
-    """the pretraining monitors (wonton_hf.callbacks); `monitors.<name>: null` turns one off"""
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.run_name
-
-    def gradient_accumulation_steps(self, world_size: int) -> int:
-        per_pass = self.train.per_device_batch_size * world_size
-        steps = self.train.global_batch_size / per_pass
-        if steps < 1 or not math.isclose(steps, round(steps)):
-            raise ValueError(
-                f"`train.global_batch_size` ({self.train.global_batch_size}) must be a positive multiple of "
-                f"train.per_device_batch_size x world size = {self.train.per_device_batch_size} x {world_size}; "
-                "change one of them."
-            )
-        return int(round(steps))
-
-    def validate(self) -> None:
-        """Every check that needs no model, tokenizer or data."""
-        if not self.data.sources:
-            raise ValueError("`data.sources` is empty: list at least one chat source (name, format, path).")
-        for source in load_chat_sources([_expanded(s) for s in self.data.sources]):
-            source.validate()  # unknown keys and formats fail here; missing files when the data is read
-        for name, value in {"data.max_length": self.data.max_length, "train.learning_rate": self.train.learning_rate,
-                            "train.per_device_batch_size": self.train.per_device_batch_size,
-                            "train.global_batch_size": self.train.global_batch_size, "train.epochs": self.train.epochs,
-                            "train.logging_steps": self.train.logging_steps, "train.save_steps": self.train.save_steps}.items():
-            if not value > 0:
-                raise ValueError(f"`{name}` must be positive, got {value}.")
-        if self.train.precision not in {"auto", "bf16", "fp16", "fp32"}:
-            raise ValueError(f"`train.precision` must be auto, bf16, fp16 or fp32, got {self.train.precision!r}.")
-        if self.train.deepspeed is not None and not Path(self.train.deepspeed).is_file():
-            raise ValueError(f"`train.deepspeed` file {self.train.deepspeed} does not exist.")
-
-
-def _expanded(spec: dict[str, Any]) -> dict[str, Any]:
-    def expand(path: str) -> str:
-        for name, value in PATH_VARIABLES.items():
-            path = path.replace(name, value)
-        return path
-
-    path = spec.get("path")
-    if isinstance(path, str):
-        return {**spec, "path": expand(path)}
-    if isinstance(path, list):
-        return {**spec, "path": [expand(p) for p in path]}
-    return dict(spec)
-
-
-def load_sft_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> SFTRunConfig:
-    """Read an SFT YAML, apply `section.key=value` overrides, validate (before any model or data is touched)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"SFT config {path} does not exist.")
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of sections (model, data, train, monitors).")
-    config = build_dataclass(SFTRunConfig, apply_overrides(values, overrides or []))
-    config.validate()
-    return config
 
 
 # ---- launch, model, data ----
 
 
 def check_launch(config: SFTRunConfig) -> None:
-    """The launch traps of ENVIRONMENT_NOTES.md, refused up front (shared with pretraining)."""
+    """Launches that would train duplicate or unsharded copies, refused up front (shared with pretraining)."""
     _check_launch(config, script="examples/sft.py")
 
 
@@ -216,7 +85,10 @@ def load_model_and_tokenizer(config: SFTRunConfig) -> tuple[PreTrainedModel, Pre
         model, tokenizer = make_tiny_model(config)
         origin = f"a tiny {config.model.tiny_preset} model made on the spot (no pretrained base found)"
     else:
+        from ..remote_code import check_remote_code
+
         remote = config.model.trust_remote_code
+        check_remote_code(path, remote, flag="model.trust_remote_code=true")
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote)
         model = AutoModelForCausalLM.from_pretrained(
             path, attn_implementation=config.model.attn_implementation or "sdpa", trust_remote_code=remote
@@ -268,7 +140,7 @@ def make_tiny_model(config: SFTRunConfig) -> tuple[PreTrainedModel, PreTrainedTo
 
 def load_chat_data(config: SFTRunConfig) -> tuple[Any, ChatDataReport]:
     """All configured sources as one `datasets.Dataset` of `messages`, plus the kept/sampled/skipped counts."""
-    return build_chat_dataset(load_chat_sources([_expanded(s) for s in config.data.sources]), seed=config.train.seed)
+    return build_chat_dataset(load_chat_sources([_expanded(s.model_dump()) for s in config.data.sources]), seed=config.train.seed)
 
 
 # ---- trainer ----
@@ -280,33 +152,17 @@ def build_sft_config(config: SFTRunConfig):
 
     train = config.train
     return SFTConfig(
-        output_dir=str(config.run_dir),
-        run_name=config.run_name,
+        **common_training_arguments(config),  # the same mapping as pretraining (device, precision, logging...)
+        **optimizer_arguments(train),
         num_train_epochs=train.epochs,
         max_steps=train.max_steps,
-        per_device_train_batch_size=train.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps(world_size()),
-        learning_rate=train.learning_rate,
-        adam_beta1=train.betas[0],
-        adam_beta2=train.betas[1],
-        weight_decay=train.weight_decay,
-        max_grad_norm=train.max_grad_norm,
         warmup_steps=train.warmup_ratio,  # transformers 5: a float < 1 is a fraction of the training steps
-        lr_scheduler_type=train.lr_scheduler_type,
-        gradient_checkpointing=train.gradient_checkpointing,  # TRL's default is True: ~20% slower, rarely needed
-        deepspeed=train.deepspeed,
-        logging_steps=train.logging_steps,
-        save_steps=train.save_steps,
-        save_total_limit=train.save_total_limit,
-        report_to=train.report_to,
-        seed=train.seed,
-        data_seed=train.seed,
+        # TRL turns gradient checkpointing on by default (~20% slower, rarely needed here): the config decides.
         max_length=config.data.max_length,
         packing=config.data.packing,
         packing_strategy="bfd",
         assistant_only_loss=train.assistant_only_loss,
         dataset_num_proc=config.data.num_proc,
-        **device_arguments(train),  # use_cpu, precision, and the DeepSpeed-on-CPU state as in pretraining
     )
 
 
@@ -333,13 +189,22 @@ def build_sft_trainer(config: SFTRunConfig, callbacks: list[TrainerCallback] | N
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=callbacks)
     add_monitors(trainer, *build_monitors(config.monitors))
+    use_console(trainer)  # one short line per log event
+    ensure_completion_marking(trainer)  # checkpoints become resume points only once every rank wrote them
     return PreparedSFT(config, trainer, tokenizer, report, origin)
 
 
-def run_sft(prepared: PreparedSFT, resume_from: str | bool | None = None) -> Path:
-    """Train, then save model + tokenizer (with the chat template) to `<run_dir>/final`."""
+def run_sft(prepared: PreparedSFT, resume_from: str | None = None) -> Path:
+    """Train (from `resume_from`, else as the config's `resume` says), then save model + tokenizer (with the chat
+    template) to `<run_dir>/final`."""
     trainer = prepared.trainer
-    trainer.train(resume_from_checkpoint=resume_from)
+    if resume_from is None:
+        plan = resume_plan(prepared.config.run_dir, prepared.config.resume)
+        resume_from = str(plan.checkpoint) if plan.checkpoint else None
+        if is_main_process():
+            logger.info(plan.notice)
+    with quiet_progress_bars():
+        trainer.train(resume_from_checkpoint=resume_from)
     final = prepared.config.run_dir / "final"
     trainer.save_model(str(final))
     if trainer.is_world_process_zero():
@@ -412,4 +277,5 @@ __all__ = [
     "make_tiny_model",
     "resolve_model_path",
     "run_sft",
+    "sft_config_help",
 ]

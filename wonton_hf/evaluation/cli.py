@@ -41,9 +41,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument(
         "--trust-remote-code",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="run modelling code shipped with the checkpoint (default: only when its config needs it)",
+        action="store_true",
+        help="run modelling code shipped with the checkpoint (its `auto_map`); off by default, pass it only for a "
+        "source you trust. Wonton checkpoints need none.",
     )
     parser.set_defaults(func=_run_eval)
 

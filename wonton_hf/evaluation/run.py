@@ -1,8 +1,9 @@
 """Score a checkpoint on one of the paper's suites with lm-eval's Python API, then write the report.
 
 No harness of our own: `lm_eval.simple_evaluate` with its `hf` model does the loading, batching and
-scoring. We only prepare its include path (groups, offline redirection), decide `trust_remote_code`,
-and save its results beside a paper-style report.
+scoring. We only prepare its include path (groups, offline redirection), refuse checkpoints that need their
+own code unless the user consented (`--trust-remote-code`, see `wonton_hf.remote_code`), and save the
+results beside a paper-style report.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..remote_code import check_remote_code, needs_remote_code, read_model_config
 from .report import write_report
 from .suites import prepare_task_folder, suite_group, task_manager_for
 
@@ -48,29 +50,10 @@ def model_display_name(model: str) -> str:
     return Path(model).expanduser().resolve().name if Path(model).expanduser().exists() else model
 
 
-def read_model_config(model: str) -> dict[str, Any]:
-    """The checkpoint's config.json as a dict (local directory or hub), without importing any of its code."""
-    import transformers
-
-    try:
-        config, _ = transformers.PretrainedConfig.get_config_dict(model)
-    except OSError as error:
-        raise FileNotFoundError(f"Cannot read the config.json of {model!r}: {error}") from None
-    return config
-
-
 def needs_trust_remote_code(model: str) -> bool:
-    """Whether loading `model` requires running code shipped with it.
-
-    True only when its config.json declares `auto_map` for a model type transformers does not know.
-    Wonton checkpoints need no remote code here: importing wonton_hf registers the Auto classes.
-    """
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
-    import wonton_hf  # noqa: F401  (registers WontonConfig / WontonForCausalLM with the Auto classes)
-
-    config = read_model_config(model)
-    return bool(config.get("auto_map")) and config.get("model_type") not in CONFIG_MAPPING
+    """Whether loading `model` requires running code shipped with it (`auto_map` for a model type transformers
+    does not know). Wonton checkpoints need none: importing wonton_hf registers the Auto classes."""
+    return needs_remote_code(read_model_config(model))
 
 
 def resolve_device(device: str | None) -> str:
@@ -90,14 +73,14 @@ def evaluate_checkpoint(
     limit: int | None = None,
     batch_size: int | str = "auto",
     device: str | None = None,
-    trust_remote_code: bool | None = None,
+    trust_remote_code: bool = False,
     bootstrap_iters: int = 100_000,
 ) -> EvaluationOutputs:
     """Run lm-eval on `model` (local directory or hub id) and write results.json, report.md, belebele.png.
 
-    `trust_remote_code=None` decides it from the checkpoint (see `needs_trust_remote_code`); pass False to
-    refuse remote code. Everything a user can get wrong (suite, limit, paths, offline files) is checked
-    before the model is loaded.
+    A checkpoint that needs its own code is refused unless `trust_remote_code=True` (the user's explicit
+    consent: running it executes that code). Everything a user can get wrong (suite, limit, paths, offline
+    files, remote code) is checked before the model is loaded.
     """
     group = suite_group(suite)
     if limit is not None and limit < 1:
@@ -109,12 +92,8 @@ def evaluate_checkpoint(
         )
     if _is_local_path(model) and not Path(model).expanduser().is_dir():
         raise FileNotFoundError(f"Model directory {model} does not exist (give a save_pretrained directory or a hub id).")
-    if trust_remote_code is None:
-        trust_remote_code = needs_trust_remote_code(model)
-        if trust_remote_code:
-            logger.warning("%s ships its own modelling code (auto_map); loading it with trust_remote_code=True.", model)
-    else:
-        read_model_config(model)  # a wrong path or hub id fails here, not after the datasets are loaded
+    # A wrong path or hub id, or code run without consent, fails here, not after the datasets are loaded.
+    check_remote_code(model, trust_remote_code, flag="--trust-remote-code")
     output_dir = Path(output_dir)
     tasks_dir = prepare_task_folder(output_dir / "lm_eval_tasks", suite, data_dir)
 

@@ -93,9 +93,15 @@ def _default_name(path: str) -> str:
     return base or path
 
 
-def iter_source_texts(source: DataSource, stats: CorpusStats) -> Iterator[str]:
-    """Texts of one source in file order; undecodable bytes become U+FFFD and are counted."""
+def iter_source_texts(source: DataSource, stats: CorpusStats, limit: int | None = None) -> Iterator[str]:
+    """Texts of one source in file order (at most `limit`); undecodable bytes become U+FFFD and are counted.
+
+    The skips are counted into `stats.skipped[source.name]` by the reader itself, so the trainer's report and
+    the reader's log always agree.
+    """
     global _replaced_bytes
+    if limit is not None and limit <= 0:
+        return
     skips = SkipCounter(source.name, stats.skipped.get(source.name))
     stats.skipped[source.name] = skips.counts  # the live dict: right even when a weighted mix stops mid-file
     for path in source.files:
@@ -105,6 +111,8 @@ def iter_source_texts(source: DataSource, stats: CorpusStats) -> Iterator[str]:
             text = _record_text(raw, fmt, source, skips, path, line_no)
             if text:
                 yield stats.add(source.name, text, _replaced_bytes)
+                if limit is not None and stats.documents[source.name] >= limit:
+                    return
 
 
 def _record_text(raw: object, fmt: str, source: DataSource, skips: SkipCounter, path: str, line: int) -> str | None:
@@ -140,7 +148,10 @@ def _record_text(raw: object, fmt: str, source: DataSource, skips: SkipCounter, 
 
 
 def mix_texts(
-    sources: Sequence[DataSource], stats: CorpusStats, weights: Mapping[str, float] | None = None
+    sources: Sequence[DataSource],
+    stats: CorpusStats,
+    weights: Mapping[str, float] | None = None,
+    limit: int | None = None,
 ) -> Iterator[str]:
     """One stream of texts; with `weights`, each source's share of the *bytes* follows its weight.
 
@@ -151,10 +162,10 @@ def mix_texts(
     """
     if not weights:
         for source in sources:
-            yield from iter_source_texts(source, stats)
+            yield from iter_source_texts(source, stats, limit)
         return
     shares = normalised_weights(sources, weights)
-    streams = {s.name: iter_source_texts(s, stats) for s in sources if shares[s.name] > 0}
+    streams = {s.name: iter_source_texts(s, stats, limit) for s in sources if shares[s.name] > 0}
     emitted = dict.fromkeys(streams, 0)
     while True:
         total = sum(emitted.values())

@@ -88,6 +88,8 @@ class BPETrainingConfig:
     """Progress bars of `tokenizers` (reading, counting, merges)."""
     text_field: str = "text"
     """Field of jsonl records holding the text."""
+    max_documents_per_source: int | None = None
+    """Read at most this many documents of each source (a quick tokenizer for a demo run); None: all."""
 
     def validate(self) -> None:
         if not isinstance(self.vocab_size, int) or self.vocab_size < MIN_VOCAB_SIZE:
@@ -120,12 +122,15 @@ class TokenizerTrainingResult:
     def summary(self) -> str:
         replaced = sum(self.stats.replaced_bytes.values())
         skipped = sum(sum(c.values()) for c in self.stats.skipped.values())
+        by_source = "; ".join(f"{name}: " + ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+                              for name, counts in self.stats.skipped.items() if counts)
         size_note = f" (requested {self.requested_vocab_size:,}, rounded up to a multiple of {VOCAB_MULTIPLE})"
         return (
             f"vocabulary {self.vocab_size:,}"
             + (size_note if self.vocab_size != self.requested_vocab_size else "")
             + f"; {self.stats.total_documents:,} documents, {sum(self.stats.bytes.values()):,} bytes"
             + f"; {replaced:,} undecodable bytes replaced; {skipped:,} records skipped"
+            + (f" ({by_source})" if by_source else "")
             + (f"; {self.reserved_tokens} reserved placeholder tokens" if self.reserved_tokens else "")
         )
 
@@ -217,7 +222,7 @@ def _texts(inputs: object, texts: Iterable[str] | None, config: BPETrainingConfi
         )
     if config.weights:
         normalised_weights(sources, config.weights)  # a misnamed weight fails here, before any reading
-    return mix_texts(sources, stats, config.weights)
+    return mix_texts(sources, stats, config.weights, config.max_documents_per_source)
 
 
 def _counted(texts: Iterable[str], stats: CorpusStats) -> Iterable[str]:

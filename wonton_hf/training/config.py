@@ -1,240 +1,408 @@
 """One run = one YAML file: model, tokenizer, data mixture, batch, optimizer, schedule, monitors, output.
 
-The file maps onto the dataclasses below (unknown keys are errors that name the key and the section), and
-`key.sub=value` overrides from the command line are applied before validation, so a bad value fails before
-any model, tokenizer or data is touched. Everything the Trainer needs is derived here (gradient
-accumulation from the token batch and the world size, precision from the hardware), in one place a reader
-can check against the paper's section 2.5.
+The file maps onto the typed sections below (pydantic models; each field's docstring is its documentation,
+`examples/pretrain.py --help-config` prints them all). `section.key=value` overrides from the command line are
+applied first, then the whole config is checked at once — types, ranges, enumerations, unknown keys in every
+section down to `data.sources[2]` and `monitors.stability` — before torch or transformers is imported and long
+before any tokenizer, data or model is touched; every problem comes back in one `ConfigError` that names the
+field path. Relative paths in the config (sources, tokenizer, mixture file, DeepSpeed JSON) are resolved from
+the current directory, like every other path on the command line. Everything the Trainer needs is derived
+here (gradient accumulation from the token batch and the world size, precision from the hardware), in one
+place a reader can check against the paper's section 2.5.
+
+The sections SFT shares with pretraining (`monitors`, the common `train` fields, the optimizer fields) are
+defined once here and reused by `wonton_hf.chat.sft`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator
+
+from .schema import (
+    LR_SCHEDULERS,
+    AttnImplementation,
+    ConfigError,
+    Precision,
+    Section,
+    apply_overrides,
+    build,
+    close_match,
+    constant,
+    help_config,
+    model_config_fields,
+    model_presets,
+    options_model,
+    read_yaml_file,
+)
+
+__all__ = [
+    "CommonTrainFields",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "MonitorsConfig",
+    "OptimizerConfig",
+    "OptimizerFields",
+    "RunConfig",
+    "RunConfigBase",
+    "TrainConfig",
+    "apply_overrides",
+    "dump_run_config",
+    "load_run_config",
+    "run_config_help",
+]
+
+# ---- sections shared with SFT ----
+
+StabilityOptions = options_model("callbacks/stability.py", "StabilityMonitor",
+                                 {"every_n_steps": {"ge": 1}, "query_samples": {"ge": 0}})
+ThroughputOptions = options_model("callbacks/throughput.py", "ThroughputMonitor",
+                                  {"peak_tflops": {"gt": 0}, "every_n_steps": {"ge": 0}})
+SpikeGuardOptions = options_model("callbacks/spike_guard.py", "SpikeGuard",
+                                  {"window": {"ge": 2}, "min_window": {"ge": 2}, "threshold_std": {"gt": 0},
+                                   "max_bad_steps": {"ge": 1}, "max_rollbacks": {"ge": 0}})
 
 
-@dataclass
-class ModelConfig:
-    preset: str = "wonton-tiny"
-    """a `WONTON_PRESETS` name (wonton-tiny, wonton-125m, wonton-1b, wonton-7b, ...)"""
-    overrides: dict[str, Any] = field(default_factory=dict)
-    """`WontonConfig` fields to change on top of the preset (vocab_size follows the tokenizer automatically)"""
-    init_from: str | None = None
-    """continue from a `save_pretrained` directory instead of a fresh initialisation"""
-    attn_implementation: str | None = None
-    """eager | sdpa | flex_attention | flash_attention_2; None: sdpa (flex on CUDA would also keep documents apart)"""
+class MonitorsConfig(Section):
+    """The paper's monitors (`wonton_hf.callbacks`); `{}` turns one on with its defaults, `null` turns it off."""
+
+    stability: StabilityOptions | None = Field(default_factory=StabilityOptions)
+    """`StabilityMonitor` options; null disables it"""
+    throughput: ThroughputOptions | None = Field(default_factory=ThroughputOptions)
+    """`ThroughputMonitor` options; null disables it"""
+    spike_guard: SpikeGuardOptions | None = Field(default_factory=SpikeGuardOptions)
+    """`SpikeGuard` options; null disables it"""
 
 
-@dataclass
-class TokenizerConfig:
-    path: str | None = None
-    """a tokenizer directory (`AutoTokenizer`); None: train one from the data sources at start-up"""
-    vocab_size: int = 8192
-    """size of the tokenizer trained at start-up (rounded up to a multiple of 128)"""
-    max_documents_per_source: int = 2000
-    """documents read from each source to train it (keeps start-up short)"""
-
-
-@dataclass
-class DataConfig:
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    """`DataSource` fields per source (name, paths, format, text_field, language, weight, on_exhausted, ...)"""
-    seq_len: int = 2048
-    """tokens per packed window"""
-    stratified: bool = False
-    """each batch matches the weights up to one document"""
-    schedule: dict[str, Any] | None = None
-    """a `WeightSchedule` dict (weights over steps or tokens; piecewise constant or linear)"""
-    mixture_file: str | None = None
-    """YAML/JSON weights re-read every `mixture_every_n_steps` (live edits without restart)"""
-    mixture_every_n_steps: int = 50
-    feedback: dict[str, Any] | None = None
-    """`Exp3Feedback` options to let the per-source loss steer the mixture; None: off"""
-    num_workers: int = 0
-    """DataLoader worker processes per rank"""
-    block_size: int = 1024
-    """records per shuffle block"""
-    share_tolerance: float | None = 0.005
-    """how far (relative) a segment may take its source past its target share; null: cut documents only at window ends"""
-    min_segment_tokens: int = 64
-    """the shortest piece a share cut leaves"""
-    prefetch_blocks: int = 1
-    """blocks per source tokenized ahead in a background thread; 0: tokenize in the data loading thread"""
-
-
-@dataclass
-class OptimizerConfig:
+class OptimizerFields(Section):
     """AdamW as in the paper (section 2.5). Weight decay applies to every Linear and Embedding weight; biases
     and LayerNorm parameters never decay (transformers' Trainer rule, `Trainer.get_decay_parameter_names`)."""
 
-    learning_rate: float = 3e-4
+    learning_rate: float = Field(3e-4, gt=0)
+    """peak learning rate"""
     betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    weight_decay: float = 0.1
-    max_grad_norm: float = 1.0
-    warmup_steps: int = 2000
-    lr_scheduler_type: str = "cosine_with_min_lr"
-    min_lr_rate: float = 0.1
+    """AdamW (beta1, beta2)"""
+    weight_decay: float = Field(0.1, ge=0)
+    """decoupled weight decay of Linear and Embedding weights"""
+    max_grad_norm: float = Field(1.0, gt=0)
+    """gradient clipping (global L2 norm)"""
+    lr_scheduler_type: Literal[LR_SCHEDULERS] = "cosine_with_min_lr"
+    """a transformers `SchedulerType`"""
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError("both betas must be in [0, 1)")
+        return betas
+
+
+class CommonTrainFields(Section):
+    """What every run passes to `TrainingArguments` the same way (pretraining and SFT)."""
+
+    per_device_batch_size: int = Field(4, gt=0)
+    """rows (windows) per forward pass on one device"""
+    precision: Precision = "auto"
+    """auto (bf16 on CUDA with bf16 support, else fp32) | bf16 | fp16 | fp32"""
+    gradient_checkpointing: bool = False
+    """recompute activations in backward (less memory, ~20-30% slower)"""
+    deepspeed: str | None = None
+    """a DeepSpeed JSON (e.g. examples/configs/deepspeed/zero2.json); needs a distributed launcher"""
+    use_cpu: bool | None = None
+    """null: CPU when no CUDA device is present"""
+    logging_steps: int = Field(10, gt=0)
+    """optimizer steps between two log events (one console line each)"""
+    save_steps: int = Field(500, gt=0)
+    """optimizer steps between two checkpoints"""
+    save_total_limit: int | None = Field(3, ge=1)
+    """checkpoints kept (oldest deleted first); null keeps all"""
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    """`TrainingArguments.report_to` integrations (tensorboard, wandb, trackio, none, ...)"""
+    seed: int = 42
+    """seed of the initial weights, the data order and the sampling"""
+
+
+# ---- pretraining sections ----
+
+
+def check_preset(preset: str) -> str:
+    presets = list(model_presets())
+    if preset not in presets:
+        raise ValueError(f"unknown preset{close_match(preset, presets)}; accepted: {', '.join(presets)}")
+    return preset
+
+
+def check_model_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    accepted = list(model_config_fields())
+    unknown = [key for key in overrides if key not in accepted]
+    if unknown:
+        hints = "".join(close_match(key, accepted) for key in unknown)
+        raise ValueError(f"unknown WontonConfig field(s) {unknown}{hints}; accepted: {', '.join(accepted)}")
+    return overrides
+
+
+PresetName = Annotated[str, AfterValidator(check_preset)]
+"""a `WONTON_PRESETS` name"""
+ModelOverrides = Annotated[dict[str, Any], AfterValidator(check_model_overrides)]
+"""`WontonConfig` field -> value"""
+
+
+class ModelConfig(Section):
+    preset: PresetName = "wonton-tiny"
+    """a `WONTON_PRESETS` name (wonton-tiny, wonton-125m, wonton-1b, wonton-1.5b-public, wonton-7b)"""
+    overrides: ModelOverrides = Field(default_factory=dict)
+    """`WontonConfig` fields to change on top of the preset (vocab_size follows the tokenizer automatically)"""
+    init_from: str | None = None
+    """continue from a `save_pretrained` directory instead of a fresh initialisation"""
+    attn_implementation: AttnImplementation | None = None
+    """eager | sdpa | flex_attention | flash_attention_2; null: sdpa (flex on CUDA would also keep documents apart)"""
+
+
+class TokenizerConfig(Section):
+    path: str | None = None
+    """a tokenizer directory (`AutoTokenizer`); null: train one from the data sources at start-up"""
+    vocab_size: int = Field(8192, ge=384)
+    """size of the tokenizer trained at start-up (rounded up to a multiple of 128; >= specials + bytes + required)"""
+    max_documents_per_source: int = Field(2000, gt=0)
+    """documents read from each source to train it (keeps start-up short)"""
+
+
+DATA_FORMATS = constant("data/sources.py", "FORMATS")
+"""`wonton_hf.data.sources.FORMATS`, read from the file."""
+
+
+def _one_path(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _source_types() -> dict[str, Any]:
+    types = {
+        "paths": Annotated[list[str], BeforeValidator(_one_path), Field(min_length=1)],
+        "normaliser": str | None,  # `module:function` in a config (a callable only from Python)
+        "format": Literal[DATA_FORMATS] | None,
+        "exhaustion": Literal[constant("data/sources.py", "EXHAUSTION_POLICIES")],
+        "txt_unit": Literal["line", "file"],
+    }
+    try:
+        types["on_read_error"] = Literal[constant("data/sources.py", "READ_ERROR_POLICIES")]
+    except LookupError:
+        pass
+    return types
+
+
+SourceConfig = options_model(
+    "data/sources.py", "DataSource",
+    {"name": {"min_length": 1}, "weight": {"ge": 0}, "read_retries": {"ge": 0}, "retry_backoff": {"ge": 0}},
+    _source_types(),
+)
+"""One corpus of the mixture: the fields of `wonton_hf.data.DataSource`, read from its dataclass."""
+
+
+class SchedulePoint(Section):
+    at: float = Field(ge=0)
+    """the step (or token count) from which these weights hold"""
+    weights: dict[str, float]
+    """source name -> weight"""
+
+
+class ScheduleConfig(Section):
+    """`wonton_hf.data.WeightSchedule`: weights over steps or tokens."""
+
+    points: list[SchedulePoint] = Field(min_length=1)
+    """breakpoints, strictly increasing `at`"""
+    unit: Literal["step", "tokens"] = "step"
+    """`step` (optimizer steps) or `tokens` (tokens seen by the whole run)"""
+    interpolation: Literal["constant", "linear"] = "constant"
+    """`constant` (piecewise constant) or `linear`"""
+
+
+FeedbackConfig = options_model(
+    "data/mixture.py", "Exp3Feedback",
+    {"smoothing": {"ge": 0, "lt": 1}, "learning_rate": {"gt": 0}, "min_weight": {"ge": 0, "le": 1},
+     "max_weight": {"ge": 0, "le": 1}, "update_every": {"ge": 1}},
+)
+"""`wonton_hf.data.Exp3Feedback`: the per-source training loss steers the mixture (ODM's EXP3)."""
+
+
+class DataConfig(Section):
+    sources: list[SourceConfig] = Field(default_factory=list)
+    """the corpora (`DataSource` fields: name, paths, weight, format, text_field, language, exhaustion, ...);
+    in `paths`, `{package_data}` is the demo samples shipped with the package, `{stdlib}` Python's standard library"""
+    seq_len: int = Field(2048, gt=0)
+    """tokens per packed window"""
+    stratified: bool = False
+    """each batch matches the weights up to one document"""
+    schedule: ScheduleConfig | None = None
+    """weights over steps or tokens (piecewise constant or linear); null: fixed weights"""
+    mixture_file: str | None = None
+    """YAML/JSON `{source: weight}` re-read every `mixture_every_n_steps` (live edits without restart)"""
+    mixture_every_n_steps: int = Field(50, ge=1)
+    """optimizer steps between two reads of `mixture_file`"""
+    feedback: FeedbackConfig | None = None
+    """loss feedback on the mixture; null: off"""
+    num_workers: int = Field(0, ge=0)
+    """DataLoader worker processes per rank"""
+    block_size: int = Field(1024, ge=1)
+    """records per shuffle block"""
+    share_tolerance: float | None = Field(0.005, ge=0)
+    """how far (relative) a segment may take its source past its target share; null: cut documents only at window ends"""
+    min_segment_tokens: int = Field(64, gt=0)
+    """the shortest piece a share cut leaves"""
+    prefetch_blocks: int = Field(1, ge=0)
+    """blocks per source tokenized ahead in a background thread; 0: tokenize in the data loading thread"""
+
+
+class OptimizerConfig(OptimizerFields):
+    eps: float = Field(1e-8, gt=0)
+    """AdamW epsilon"""
+    warmup_steps: int = Field(2000, ge=0)
+    """linear warm-up steps"""
+    min_lr_rate: float = Field(0.1, ge=0, le=1)
     """cosine decays to this fraction of the peak (paper: 10%)"""
 
 
-@dataclass
-class TrainConfig:
-    max_steps: int = 1000
-    global_batch_tokens: int = 1_048_576
-    """tokens per optimizer step over all ranks (paper: ~1M); accumulation is derived from it"""
-    per_device_batch_size: int = 4
-    """windows per forward pass on one device"""
-    precision: str = "auto"
-    """auto (bf16 on CUDA with bf16 support, else fp32) | bf16 | fp16 | fp32"""
-    gradient_checkpointing: bool = False
-    deepspeed: str | None = None
-    """a DeepSpeed JSON (e.g. examples/configs/deepspeed/zero2.json); needs a distributed launcher"""
-    logging_steps: int = 10
-    save_steps: int = 500
-    save_total_limit: int | None = 3
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
-    seed: int = 42
+class TrainConfig(CommonTrainFields):
+    max_steps: int = Field(1000, gt=0)
+    """optimizer steps of the run"""
+    global_batch_tokens: int = Field(1_048_576, gt=0)
+    """tokens per optimizer step over all ranks (paper: ~1M); gradient accumulation is derived from it"""
     deterministic: bool = False
     """bitwise-reproducible kernels (`TrainingArguments.full_determinism`): slower; for resume checks and debugging"""
-    use_cpu: bool | None = None
-    """None: CPU when no CUDA device is present"""
 
 
-@dataclass
-class MonitorsConfig:
-    stability: dict[str, Any] | None = field(default_factory=dict)
-    """`StabilityMonitor` options; None disables it"""
-    throughput: dict[str, Any] | None = field(default_factory=dict)
-    """`ThroughputMonitor` options; None disables it"""
-    spike_guard: dict[str, Any] | None = field(default_factory=dict)
-    """`SpikeGuard` options; None disables it"""
+class RunConfigBase(Section):
+    """What pretraining and SFT run configs share: where the run writes, how it resumes, the checks of the batch,
+    the source names and the files, and the error type. Subclasses add their sections and `batch_terms`."""
 
-
-@dataclass
-class RunConfig:
+    WHAT: ClassVar[str] = "run config"
     run_name: str = "wonton-run"
+    """name of the run directory"""
     output_dir: str = "outputs"
-    """the run writes into `<output_dir>/<run_name>/` (checkpoints, logs, final model)"""
+    """the run writes into `<output_dir>/<run_name>/` (checkpoints, logs, final model, data report)"""
     resume: str = "auto"
     """auto: continue from the newest complete checkpoint if any | never | a checkpoint directory"""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    monitors: MonitorsConfig = field(default_factory=MonitorsConfig)
 
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.run_name
 
+    def batch_terms(self) -> tuple[tuple[str, int], list[tuple[str, int]]]:
+        """(the global batch field and value, the per-pass factors) whose quotient is the accumulation."""
+        raise NotImplementedError
+
     def gradient_accumulation_steps(self, world_size: int) -> int:
-        """Batches per optimizer step so that one step sees `global_batch_tokens` over `world_size` ranks."""
-        per_pass = self.data.seq_len * self.train.per_device_batch_size * world_size
-        steps = self.train.global_batch_tokens / per_pass
-        if steps < 1 or not math.isclose(steps, round(steps)):
-            raise ValueError(
-                f"`train.global_batch_tokens` ({self.train.global_batch_tokens:,}) must be a positive multiple of "
-                f"data.seq_len x train.per_device_batch_size x world size = {self.data.seq_len} x "
-                f"{self.train.per_device_batch_size} x {world_size} = {per_pass:,}; change one of them."
-            )
-        return int(round(steps))
+        """Batches per optimizer step so that one step sees the global batch over `world_size` ranks."""
+        problem = self._batch_problem(world_size)
+        if problem:
+            raise ConfigError([problem], self.WHAT)
+        (_, total), factors = self.batch_terms()
+        return round(total / (math.prod(v for _, v in factors) * world_size))
+
+    def _batch_problem(self, world_size: int) -> tuple[str, str] | None:
+        (name, total), factors = self.batch_terms()
+        per_pass = math.prod(v for _, v in factors) * world_size
+        steps = total / per_pass
+        if steps >= 1 and math.isclose(steps, round(steps)):
+            return None
+        names = " x ".join([n for n, _ in factors] + ["world size"])
+        values = " x ".join([str(v) for _, v in factors] + [str(world_size)])
+        return (name, f"got {total:,}: must be a positive multiple of {names} = {values} = {per_pass:,}; "
+                      "change one of them.")
+
+    def problems(self) -> list[tuple[str, str]]:
+        """The checks that involve several fields (each field alone was checked by its type)."""
+        found = []
+        names = [s.name for s in self.data.sources]
+        if not names:
+            found.append(("data.sources", "is empty: list at least one source."))
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                found.append((f"data.sources[{i}].name", f"got {name!r}: the name is used by an earlier source."))
+        batch = self._batch_problem(int(os.environ.get("WORLD_SIZE", "1")))
+        return found + ([batch] if batch else [])
 
     def validate(self) -> None:
-        """Every check that needs no model, tokenizer or data: fails before any work starts."""
-        from ..models.wonton import WONTON_PRESETS
+        """Re-check the whole config (e.g. after fields were changed in code); raises `ConfigError`."""
+        build(type(self), self.model_dump(), self.WHAT)
 
-        if self.model.preset not in WONTON_PRESETS:
-            raise ValueError(f"`model.preset` {self.model.preset!r} is unknown; choose one of {sorted(WONTON_PRESETS)}.")
-        if not self.data.sources:
-            raise ValueError("`data.sources` is empty: list at least one source (name, paths, weight).")
-        positive = {"data.seq_len": self.data.seq_len, "train.max_steps": self.train.max_steps,
-                    "train.per_device_batch_size": self.train.per_device_batch_size,
-                    "train.global_batch_tokens": self.train.global_batch_tokens,
-                    "train.logging_steps": self.train.logging_steps, "train.save_steps": self.train.save_steps,
-                    "data.min_segment_tokens": self.data.min_segment_tokens,
-                    "optimizer.learning_rate": self.optimizer.learning_rate}
-        for name, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"`{name}` must be positive, got {value}.")
-        if self.data.share_tolerance is not None and not self.data.share_tolerance >= 0:
-            raise ValueError(f"`data.share_tolerance` must be null or >= 0, got {self.data.share_tolerance}.")
-        if self.data.prefetch_blocks < 0:
-            raise ValueError(f"`data.prefetch_blocks` must be >= 0 (0 turns read-ahead off), got {self.data.prefetch_blocks}.")
-        if self.optimizer.warmup_steps < 0 or not 0 <= self.optimizer.min_lr_rate <= 1:
-            raise ValueError("`optimizer.warmup_steps` must be >= 0 and `optimizer.min_lr_rate` in [0, 1].")
-        if self.train.precision not in {"auto", "bf16", "fp16", "fp32"}:
-            raise ValueError(f"`train.precision` must be auto, bf16, fp16 or fp32, got {self.train.precision!r}.")
+    def file_problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.resume not in {"auto", "never"} and not Path(self.resume).is_dir():
+            found.append(("resume", f"got {self.resume!r}: must be auto, never or an existing checkpoint directory."))
+        if self.train.deepspeed is not None and not Path(self.train.deepspeed).is_file():
+            found.append(("train.deepspeed", f"file {self.train.deepspeed} does not exist."))
+        return found
 
     def check_files(self) -> None:
         """The files the run will open exist (checked at launch, not at load, so configs for other machines load)."""
-        if self.resume not in {"auto", "never"} and not Path(self.resume).is_dir():
-            raise ValueError(f"`resume` must be auto, never or an existing checkpoint directory, got {self.resume!r}.")
-        if self.train.deepspeed is not None and not Path(self.train.deepspeed).is_file():
-            raise ValueError(f"`train.deepspeed` file {self.train.deepspeed} does not exist.")
+        found = self.file_problems()
+        if found:
+            raise ConfigError(found, self.WHAT)
+
+
+class RunConfig(RunConfigBase):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
+
+    def batch_terms(self) -> tuple[tuple[str, int], list[tuple[str, int]]]:
+        return (("train.global_batch_tokens", self.train.global_batch_tokens),
+                [("data.seq_len", self.data.seq_len), ("train.per_device_batch_size", self.train.per_device_batch_size)])
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = super().problems()
+        names = [s.name for s in self.data.sources]
+        if names and not any(s.weight > 0 for s in self.data.sources):
+            found.append(("data.sources", "every weight is 0: give at least one source a positive weight."))
+        if self.data.schedule is not None:
+            ats = [p.at for p in self.data.schedule.points]
+            if any(b <= a for a, b in zip(ats, ats[1:], strict=False)):
+                found.append(("data.schedule.points", f"got at = {ats}: must be strictly increasing."))
+            for i, point in enumerate(self.data.schedule.points):
+                for name in point.weights:
+                    if name not in names:
+                        found.append((f"data.schedule.points[{i}].weights.{name}",
+                                      f"unknown source{close_match(name, names)}; sources: {', '.join(names)}."))
+        feedback = self.data.feedback
+        if feedback is not None and feedback.min_weight > feedback.max_weight:
+            found.append(("data.feedback.min_weight",
+                          f"got {feedback.min_weight}: must be <= data.feedback.max_weight ({feedback.max_weight})."))
+        return found
+
+    def file_problems(self) -> list[tuple[str, str]]:
+        found = super().file_problems()
         if self.tokenizer.path is not None and not Path(self.tokenizer.path).exists():
-            raise ValueError(f"`tokenizer.path` {self.tokenizer.path} does not exist (or leave it empty to train one).")
-
-
-def build_dataclass(cls: type, values: dict[str, Any] | None, where: str = "") -> Any:
-    """A dataclass from a YAML mapping; nested dataclass fields recurse; unknown keys name the section."""
-    values = dict(values or {})
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"Unknown key(s) {unknown} in `{where or 'the run config'}`; known keys: {sorted(known)}.")
-    kwargs = {}
-    for name, value in values.items():
-        sub = known[name].default_factory if known[name].default_factory is not dataclasses.MISSING else None
-        if sub is not None and dataclasses.is_dataclass(sub):
-            value = build_dataclass(sub, value, f"{where}.{name}".lstrip("."))
-        elif name == "betas":
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
-def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """`train.max_steps=50 data.seq_len=512 model.overrides.qk_layernorm=false`: values parsed as YAML."""
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"Override {item!r} must look like `section.key=value`.")
-        dotted, raw = item.split("=", 1)
-        node = values
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"Override {item!r}: `{key}` is not a section.")
-        node[leaf] = yaml.safe_load(raw)
-    return values
+            found.append(("tokenizer.path", f"{self.tokenizer.path} does not exist (or leave it null to train one)."))
+        if self.model.init_from is not None and not Path(self.model.init_from).exists():
+            found.append(("model.init_from", f"{self.model.init_from} does not exist."))
+        return found
 
 
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None, **base: Any) -> RunConfig:
-    """Read a run YAML (or start from `base`), apply CLI overrides, validate; paths are relative to the YAML."""
+    """Read a run YAML (or start from `base`), apply `section.key=value` overrides, check everything.
+
+    Raises `ConfigError` (a `ValueError`) listing every problem, each with its field path.
+    """
     values: dict[str, Any] = dict(base)
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Run config {path} does not exist.")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path} must hold a mapping of sections (model, data, train, ...).")
-        values.update(loaded)
-    values = apply_overrides(values, overrides or [])
-    config = build_dataclass(RunConfig, values)
-    config.validate()
-    return config
+        values.update(read_yaml_file(path, "run config"))
+    return build(RunConfig, values, "run config", overrides)
+
+
+def run_config_help() -> str:
+    return help_config(RunConfig, "Pretraining run config (examples/configs/runs/*.yaml)")
 
 
 def dump_run_config(config: RunConfig, path: str | Path) -> None:
     """Write the resolved config next to the run, so a run can be reproduced from its own directory."""
-    data = dataclasses.asdict(config)
-    data["optimizer"]["betas"] = list(config.optimizer.betas)
+    data = config.model_dump(mode="json")
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

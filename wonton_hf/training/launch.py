@@ -2,16 +2,19 @@
 
 `examples/pretrain.py` is a thin wrapper around `build_trainer` + `run`. The training loop is the HF
 Trainer's own; this module only decides what the paper decides (optimizer, schedule, batch in tokens,
-precision) and refuses launches that would silently train duplicate copies (see `check_launch`).
+precision) and refuses launches that would silently train duplicate copies (see `check_launch`). The
+`TrainingArguments` fields pretraining and SFT share are mapped once (`common_training_arguments`,
+`optimizer_arguments`); SFT builds its `SFTConfig` from the same two.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import sys
 import sysconfig
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,14 +26,19 @@ from transformers import (
     PreTrainedTokenizerFast,
     Trainer,
     TrainerCallback,
+    TrainingArguments,
     set_seed,
 )
 
 from ..data import DataSource, OnlineDataScheduler, PackedWindowCollator, attach, load_sources, training_arguments
+from ..data.callbacks import data_report, format_data_report, write_data_report
 from ..data.mixture import Exp3Feedback
+from ..distributed import barrier, is_main_process, world_size
+from ..distributed import shutdown as shutdown
 from ..models.wonton import WontonConfig, WontonForCausalLM
-from .checkpoints import CheckpointCompletionCallback, barrier, newest_complete_checkpoint
+from .checkpoints import ensure_completion_marking, resume_plan
 from .config import RunConfig, dump_run_config
+from .console import use_console
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +52,6 @@ the multilingual samples shipped with the package."""
 
 class LaunchError(ValueError):
     """The process was started in a way that cannot train correctly; the message says how to launch."""
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _parent_command_line() -> list[str]:
@@ -72,9 +72,13 @@ def _requested_processes(argv: list[str]) -> int | None:
 
 
 def check_launch(config: Any, script: str = "examples/pretrain.py") -> None:
-    """Refuse starts that would not train what the user asked for (ENVIRONMENT_NOTES.md lists the traps).
+    """Refuse starts that would not train what the user asked for.
 
-    `config` is any run config with `train.deepspeed` and `train.use_cpu` (pretraining and SFT share this).
+    The traps, measured with accelerate 1.15 and DeepSpeed 0.19 on CPU machines: a DeepSpeed config in a
+    process no launcher started fails deep inside DeepSpeed (`No module named 'mpi4py'`); `accelerate launch
+    --cpu --num_processes 2` starts one process; `use_cpu: false` with several processes and no CUDA device
+    makes each process train its own copy. `config` is any run config with `train.deepspeed` and
+    `train.use_cpu` (pretraining and SFT share this).
     """
     launched = "WORLD_SIZE" in os.environ
     if config.train.deepspeed and not launched:
@@ -106,31 +110,29 @@ def expand_path(path: str) -> str:
 
 
 def build_sources(config: RunConfig) -> list[DataSource]:
-    specs = [{**spec, "paths": [expand_path(p) for p in _as_list(spec.get("paths", []))]} for spec in config.data.sources]
+    specs = [{**spec.model_dump(), "paths": [expand_path(p) for p in spec.paths]} for spec in config.data.sources]
     sources = load_sources(specs)
     for source in sources:
         source.resolve()  # missing files fail here, before the model is built
     return sources
 
 
-def _as_list(value: Any) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
-
-
 def build_tokenizer(config: RunConfig, sources: list[DataSource]) -> PreTrainedTokenizerFast:
     """The configured tokenizer, or one trained on the run's own sources (once, saved in the run directory)."""
     from ..tokenization import train_tokenizer
-    from ..tokenization.corpus import CorpusStats, iter_source_texts
 
     if config.tokenizer.path:
         return AutoTokenizer.from_pretrained(config.tokenizer.path)
     target = config.run_dir / "tokenizer"
     if is_main_process() and not (target / "tokenizer.json").is_file():
-        stats = CorpusStats()
         limit = config.tokenizer.max_documents_per_source
-        texts = itertools.chain.from_iterable(itertools.islice(iter_source_texts(s, stats), limit) for s in sources)
         logger.info("Training a %d-piece tokenizer on up to %d documents per source", config.tokenizer.vocab_size, limit)
-        train_tokenizer(texts=texts, vocab_size=config.tokenizer.vocab_size, output_dir=target)
+        # The sources themselves (not their texts): the trainer's skip counts are then its readers' own.
+        result = train_tokenizer(sources, vocab_size=config.tokenizer.vocab_size, max_documents_per_source=limit,
+                                 output_dir=target)
+        logger.info("Tokenizer: %s; saved to %s", result.summary(), target)
+    elif is_main_process():
+        logger.info("Tokenizer: reusing %s (trained at the run's first start)", target)
     barrier()
     return AutoTokenizer.from_pretrained(target)
 
@@ -182,41 +184,65 @@ def device_arguments(train: Any) -> dict[str, Any]:
     both build their arguments through here, so the accelerate/DeepSpeed world-size trap is handled once.
     """
     use_cpu = train.use_cpu if train.use_cpu is not None else not torch.cuda.is_available()
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else DeepSpeed, if installed, warns that it guessed CPU
     extra: dict[str, Any] = {}
     if use_cpu and train.deepspeed:
         use_cpu, extra = False, deepspeed_on_cpu_state()
     return {"use_cpu": use_cpu, **precision_flags(train.precision, use_cpu), **extra}
 
 
-def build_training_arguments(config: RunConfig):
-    opt, train = config.optimizer, config.train
-    return training_arguments(
+CHECKPOINTING_ARGUMENT = (
+    "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+    else "gradient_checkpointing"
+)
+"""transformers 5.24 renamed `gradient_checkpointing` (the old name warns); 5.23 knows only the old one."""
+
+
+def common_training_arguments(config: Any) -> dict[str, Any]:
+    """The `TrainingArguments` fields every run sets the same way, from a pretraining or SFT run config."""
+    train = config.train
+    return dict(
         output_dir=str(config.run_dir),
         run_name=config.run_name,
-        max_steps=train.max_steps,
         per_device_train_batch_size=train.per_device_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps(world_size()),
-        learning_rate=opt.learning_rate,
-        adam_beta1=opt.betas[0],
-        adam_beta2=opt.betas[1],
-        adam_epsilon=opt.eps,
-        weight_decay=opt.weight_decay,
-        max_grad_norm=opt.max_grad_norm,
-        warmup_steps=opt.warmup_steps,
-        lr_scheduler_type=opt.lr_scheduler_type,
-        lr_scheduler_kwargs={"min_lr_rate": opt.min_lr_rate} if opt.lr_scheduler_type == "cosine_with_min_lr" else {},
+        **{CHECKPOINTING_ARGUMENT: train.gradient_checkpointing},
+        deepspeed=train.deepspeed,
         logging_steps=train.logging_steps,
         save_steps=train.save_steps,
         save_total_limit=train.save_total_limit,
         report_to=train.report_to,
         seed=train.seed,
         data_seed=train.seed,
-        full_determinism=train.deterministic,
-        gradient_checkpointing=train.gradient_checkpointing,
-        deepspeed=train.deepspeed,
+        **device_arguments(train),  # use_cpu, precision, and the DeepSpeed-on-CPU process state
+    )
+
+
+def optimizer_arguments(opt: Any) -> dict[str, Any]:
+    """AdamW and the LR schedule from an `OptimizerFields` section (pretraining's `optimizer`, SFT's `train`)."""
+    return dict(
+        learning_rate=opt.learning_rate,
+        adam_beta1=opt.betas[0],
+        adam_beta2=opt.betas[1],
+        weight_decay=opt.weight_decay,
+        max_grad_norm=opt.max_grad_norm,
+        lr_scheduler_type=opt.lr_scheduler_type,
+    )
+
+
+def build_training_arguments(config: RunConfig):
+    opt = config.optimizer
+    return training_arguments(
+        **common_training_arguments(config),
+        **optimizer_arguments(opt),
+        max_steps=config.train.max_steps,
+        adam_epsilon=opt.eps,
+        warmup_steps=opt.warmup_steps,
+        lr_scheduler_kwargs={"min_lr_rate": opt.min_lr_rate} if opt.lr_scheduler_type == "cosine_with_min_lr" else {},
+        full_determinism=config.train.deterministic,
         dataloader_num_workers=config.data.num_workers,
         disable_tqdm=False,
-        **device_arguments(train),
     )
 
 
@@ -230,7 +256,7 @@ def build_scheduler(config: RunConfig, sources: list[DataSource], tokenizer, arg
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         block_size=config.data.block_size,
         stratified=config.data.stratified,
-        schedule=config.data.schedule,
+        schedule=config.data.schedule.model_dump() if config.data.schedule is not None else None,
         share_tolerance=config.data.share_tolerance,
         min_segment_tokens=config.data.min_segment_tokens,
         prefetch_blocks=config.data.prefetch_blocks,
@@ -239,7 +265,7 @@ def build_scheduler(config: RunConfig, sources: list[DataSource], tokenizer, arg
 
 def build_monitors(monitors_config: Any) -> list[TrainerCallback]:
     """The paper's monitors from a `monitors` section, each optional (`monitors.<name>: null` turns one off)."""
-    wanted = {name: options for name, options in vars(monitors_config).items() if options is not None}
+    wanted = {name: options for name, options in monitors_config.model_dump().items() if options is not None}
     if not wanted:
         return []
     from .. import callbacks as monitors
@@ -256,15 +282,8 @@ class PreparedRun:
     scheduler: OnlineDataScheduler
     tokenizer: PreTrainedTokenizerFast
     resume_from: str | None
-
-
-def resume_point(config: RunConfig) -> str | None:
-    if config.resume == "never":
-        return None
-    if config.resume == "auto":
-        found = newest_complete_checkpoint(config.run_dir)
-        return str(found) if found else None
-    return config.resume
+    resume_notice: str = ""
+    """one line: fresh, or from which checkpoint, and which newer ones were skipped and why"""
 
 
 def build_trainer(config: RunConfig) -> PreparedRun:
@@ -282,8 +301,9 @@ def build_trainer(config: RunConfig) -> PreparedRun:
     scheduler = build_scheduler(config, sources, tokenizer, args)
     trainer = Trainer(model=model, args=args, train_dataset=scheduler, data_collator=PackedWindowCollator(),
                       processing_class=tokenizer)
-    resume_from = resume_point(config)
-    feedback = Exp3Feedback(**config.data.feedback) if config.data.feedback is not None else None
+    plan = resume_plan(config.run_dir, config.resume)
+    resume_from = str(plan.checkpoint) if plan.checkpoint else None
+    feedback = Exp3Feedback(**config.data.feedback.model_dump()) if config.data.feedback is not None else None
     attach(trainer, scheduler, mixture_file=config.data.mixture_file,
            mixture_every_n_steps=config.data.mixture_every_n_steps, feedback=feedback, resume_from=resume_from)
     monitors = build_monitors(config.monitors)
@@ -291,16 +311,19 @@ def build_trainer(config: RunConfig) -> PreparedRun:
         from ..callbacks import add_monitors
 
         add_monitors(trainer, *monitors)  # ahead of the reporters, so TensorBoard & co. see their metrics
-    trainer.add_callback(CheckpointCompletionCallback())  # last: after every other callback's on_save
-    return PreparedRun(config, trainer, scheduler, tokenizer, resume_from)
+    use_console(trainer)  # one short line per log event instead of the whole metrics dict
+    ensure_completion_marking(trainer)  # last: after every other callback's on_save
+    return PreparedRun(config, trainer, scheduler, tokenizer, resume_from, plan.notice)
 
 
 def run(prepared: PreparedRun) -> Path:
-    """Train (resuming if a complete checkpoint exists), then save the final model and tokenizer."""
+    """Train (resuming if a complete checkpoint exists), report the data, save the final model and tokenizer."""
     trainer = prepared.trainer
-    if prepared.resume_from:
-        logger.info("Resuming from %s", prepared.resume_from)
-    trainer.train(resume_from_checkpoint=prepared.resume_from)
+    if is_main_process() and prepared.resume_notice:
+        logger.info(prepared.resume_notice)
+    with quiet_progress_bars():  # checkpoint saves would draw a "Writing model shards" bar each
+        trainer.train(resume_from_checkpoint=prepared.resume_from)
+    report_data(prepared)
     final = prepared.config.run_dir / "final"
     if any(getattr(cb, "needs_resume", False) for cb in trainer.callback_handler.callbacks):
         # SpikeGuard stopped a run it could not repair in process (DeepSpeed applies updates before callbacks):
@@ -311,14 +334,28 @@ def run(prepared: PreparedRun) -> Path:
     return final
 
 
-def shutdown() -> None:
-    """Close the process group before the interpreter exits.
+@contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """transformers' own progress bars (saving and loading weights) off; the Trainer's training bar stays."""
+    from transformers.utils import logging as hf_logging
 
-    Left to interpreter teardown, gloo's worker threads can abort the process after a successful run
-    ("terminate called without an active exception", exit -6), which the launcher reports as a failure.
-    """
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def report_data(prepared: PreparedRun) -> Path | None:
+    """Per source: tokens, documents, skips by reason over all ranks; printed and written to `<run>/data_report.json`."""
+    report = data_report(prepared.scheduler)  # a collective: every rank takes part
+    if not is_main_process():
+        return None
+    path = write_data_report(report, prepared.config.run_dir / "data_report.json")
+    print(f"\n{format_data_report(report)}\n(written to {path})", flush=True)
+    return path
 
 
 def print_next_steps(final: Path, config: RunConfig) -> None:

@@ -1,0 +1,79 @@
+"""The checkpoint protocol shared by resume and SpikeGuard: only complete checkpoints count, and the run says why."""
+
+import pytest
+from transformers import Trainer, TrainingArguments
+
+from wonton_hf.callbacks import SpikeGuard, add_monitors
+from wonton_hf.training.checkpoints import (
+    COMPLETE_MARKER,
+    CheckpointCompletionCallback,
+    mark_complete,
+    newest_complete_checkpoint,
+    resume_plan,
+)
+
+
+def _checkpoints(root, complete=(), incomplete=()):
+    for step in (*complete, *incomplete):
+        (root / f"checkpoint-{step}").mkdir(parents=True)
+    for step in complete:
+        mark_complete(root / f"checkpoint-{step}", step)
+
+
+def test_only_marked_checkpoints_are_resume_points(tmp_path):
+    _checkpoints(tmp_path, incomplete=(100, 200, 300))
+    assert newest_complete_checkpoint(tmp_path) is None
+    mark_complete(tmp_path / "checkpoint-100", 100)
+    mark_complete(tmp_path / "checkpoint-200", 200)
+    # checkpoint-300 was being written when the process died: never a resume point
+    assert newest_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-200"
+    assert (tmp_path / "checkpoint-200" / COMPLETE_MARKER).is_file()
+    assert not list(tmp_path.glob("checkpoint-*/.COMPLETE.tmp"))
+
+
+def test_rollback_points_follow_the_same_rule(tmp_path):
+    """SpikeGuard used to accept unmarked checkpoints when none was marked; now no protocol accepts them."""
+    _checkpoints(tmp_path, complete=(2, 4), incomplete=(6,))
+    (tmp_path / "checkpoint-3-rolled-back").mkdir()
+    assert newest_complete_checkpoint(tmp_path, at_or_before=5) == tmp_path / "checkpoint-4"
+    assert newest_complete_checkpoint(tmp_path, at_or_before=3) == tmp_path / "checkpoint-2"
+    assert newest_complete_checkpoint(tmp_path, at_or_before=1) is None
+    unmarked = tmp_path / "unmarked"
+    _checkpoints(unmarked, incomplete=(2, 4))
+    assert newest_complete_checkpoint(unmarked, at_or_before=5) is None
+
+
+def test_resume_notice_for_a_kill_while_the_first_checkpoint_was_empty(tmp_path):
+    _checkpoints(tmp_path, incomplete=(10,))
+    plan = resume_plan(tmp_path, "auto")
+    assert plan.checkpoint is None
+    assert plan.notice == (f"Starting fresh: no complete checkpoint in {tmp_path}; skipped checkpoint-10: incomplete "
+                           "(no COMPLETE marker: the run stopped while writing it).")
+
+
+def test_resume_notice_names_the_checkpoint_and_the_skipped_half_written_one(tmp_path):
+    _checkpoints(tmp_path, complete=(10, 20), incomplete=(30,))
+    plan = resume_plan(tmp_path, "auto")
+    assert plan.checkpoint == tmp_path / "checkpoint-20"
+    assert plan.notice.startswith(f"Resuming from {tmp_path / 'checkpoint-20'} (step 20, the newest complete checkpoint)")
+    assert "skipped checkpoint-30: incomplete" in plan.notice
+
+
+@pytest.mark.parametrize(("resume", "expected"), [("never", "Starting fresh (resume: never); 1 checkpoint(s) in"),
+                                                  ("auto", "Starting fresh: no checkpoint in")])
+def test_resume_notice_fresh(tmp_path, resume, expected):
+    if resume == "never":
+        _checkpoints(tmp_path, complete=(5,))
+    assert resume_plan(tmp_path, resume).notice.startswith(expected)
+
+
+def test_add_monitors_with_a_spike_guard_marks_checkpoints_complete(tmp_path):
+    import torch
+
+    model = torch.nn.Linear(2, 2)
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True))
+    add_monitors(trainer, SpikeGuard())
+    trainer.add_callback(CheckpointCompletionCallback())
+    add_monitors(trainer, SpikeGuard())
+    markers = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, CheckpointCompletionCallback)]
+    assert len(markers) == 1 and trainer.callback_handler.callbacks[-1] is markers[0]

@@ -1,0 +1,52 @@
+"""`MixtureFeedbackCallback`: the per-source training loss steers the mixture through EXP3 (ODM)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from transformers import TrainerCallback
+
+from ...distributed import broadcast_object, is_main_process
+from ..mixture import Exp3Feedback
+from .tracking import STATE_DIR, DataSchedulerCallback, resume_dir
+
+
+@dataclass
+class MixtureFeedbackCallback(TrainerCallback):
+    """Loss-driven mixing: every `feedback.update_every` steps, the per-source training loss updates EXP3 weights."""
+
+    tracker: DataSchedulerCallback
+    feedback: Exp3Feedback = field(default_factory=Exp3Feedback)
+    enabled: bool = True
+    last_losses: dict[str, float] = field(default_factory=dict, init=False)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not self.enabled or not self.feedback.enabled or state.global_step % self.feedback.update_every:
+            return
+        scheduler = self.tracker.scheduler
+        sums, counts = self.tracker.take_source_losses()
+        losses = {n: float(sums[i] / counts[i]) for i, n in enumerate(scheduler.names) if counts[i] > 0}
+        self.last_losses = losses
+        if not losses:
+            return
+        step = scheduler.next_effective_step()
+        # Every rank updates its bandit with the same all-reduced losses; rank 0's result is broadcast so float
+        # differences can never make two ranks mix differently.
+        multipliers = broadcast_object(self.feedback.update(losses, scheduler.controller.base_at(step)))
+        scheduler.set_feedback(multipliers, step=step)
+
+    def on_save(self, args, state, control, **kwargs):
+        if is_main_process():
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}", STATE_DIR)
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, "feedback.json"), "w") as f:
+                json.dump(self.feedback.state_dict(), f)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step > 0:
+            path = os.path.join(self.tracker.resume_from or resume_dir(args, state), STATE_DIR, "feedback.json")
+            if os.path.isfile(path):
+                with open(path) as f:
+                    self.feedback.load_state_dict(json.load(f))

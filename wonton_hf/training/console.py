@@ -1,0 +1,95 @@
+"""A console a person can read: one short line per log event, a progress bar, everything else to the loggers.
+
+The Trainer's `ProgressCallback` (or `PrinterCallback` without tqdm) prints each log event's whole dict: with
+the monitors and the data metrics that is ~90 keys per event. `ConsoleCallback` takes its place and prints
+the few numbers a person follows — step, loss, learning rate, gradient norm, tokens/s, MFU, and the data
+weights when they change — on one line, above the tqdm bar. The log dict itself is untouched: TensorBoard
+(and any `report_to`) and `trainer_state.json` still get every metric.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+WEIGHT_PREFIX = "data/weight/"
+SPIKE_PREFIX = "spike/"
+_SPIKE_COUNTERS = {"spike/skipped_total", "spike/rollbacks_total", "spike/bad_loss", "spike/rollback_to_step"}
+
+
+def _si(value: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.1f}{unit}"
+    return f"{value:.0f}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+class ConsoleCallback(ProgressCallback):
+    """The Trainer's progress bar with one compact line per log event instead of the full metrics dict."""
+
+    def __init__(self, show_bar: bool = True) -> None:
+        super().__init__()
+        self.show_bar = show_bar
+        self._weights: dict[str, float] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.show_bar:
+            super().on_train_begin(args, state, control, **kwargs)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        line = self.format(state, logs)
+        if line is None:
+            return
+        if self.training_bar is not None:
+            self.training_bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def format(self, state: Any, logs: dict[str, Any]) -> str | None:
+        """The line for one log event (None: nothing a person needs from it)."""
+        if "train_runtime" in logs:
+            loss = logs.get("train_loss")
+            return (f"finished: {state.global_step} steps in {_duration(logs['train_runtime'])}"
+                    + (f", mean loss {loss:.4f}" if isinstance(loss, int | float) else ""))
+        if any(key.startswith("eval_") for key in logs):
+            shown = [f"{key[5:]} {value:.4g}" for key, value in logs.items()
+                     if key.startswith("eval_") and isinstance(value, int | float) and "runtime" not in key][:6]
+            return f"eval   step {state.global_step} | " + " | ".join(shown)
+        parts = [f"step {state.global_step:>{len(str(state.max_steps))}}/{state.max_steps}"]
+        for key, label, spec in (("loss", "loss", ".4f"), ("learning_rate", "lr", ".2e"), ("grad_norm", "grad", ".3f")):
+            if isinstance(logs.get(key), int | float):
+                parts.append(f"{label} {format(logs[key], spec)}")
+        if isinstance(logs.get("throughput/tokens_per_s"), int | float):
+            parts.append(f"{_si(logs['throughput/tokens_per_s'])} tok/s")
+        if isinstance(logs.get("throughput/device/mfu"), int | float):
+            parts.append(f"MFU {100 * logs['throughput/device/mfu']:.1f}%")
+        spikes = [key[len(SPIKE_PREFIX):] for key, value in logs.items()
+                  if key.startswith(SPIKE_PREFIX) and key not in _SPIKE_COUNTERS and value]
+        if spikes:
+            parts.append("spike: " + ", ".join(spikes))
+        weights = {key[len(WEIGHT_PREFIX):]: value for key, value in logs.items() if key.startswith(WEIGHT_PREFIX)}
+        if weights and weights != self._weights:
+            parts.append("mix " + " ".join(f"{name} {value:.3g}" for name, value in weights.items()))
+            self._weights = weights
+        return " | ".join(parts) if len(parts) > 1 else None
+
+
+def use_console(trainer: Any) -> ConsoleCallback:
+    """Replace the Trainer's printing callbacks by `ConsoleCallback`; returns it."""
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    console = ConsoleCallback(show_bar=not trainer.args.disable_tqdm)
+    trainer.add_callback(console)
+    return console
+
+
+__all__ = ["ConsoleCallback", "use_console"]
