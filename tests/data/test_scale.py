@@ -62,6 +62,9 @@ class _Watch:
 def test_long_documents_stream_in_pieces_within_the_token_budget(books, tokenizer, prefetch_blocks):
     path, texts = books
     watch = _Watch(make(path, tokenizer, block_size=1024, prefetch_blocks=prefetch_blocks))
+    batches: list[int] = []
+    original = watch.scheduler.encode
+    watch.scheduler.encode = lambda texts: _counted(original(texts), batches)
     windows = list(watch.windows())
     ids = torch.cat([w["input_ids"][w["source_ids"] >= 0] for w in windows])
     backend = tokenizer.backend_tokenizer
@@ -71,7 +74,33 @@ def test_long_documents_stream_in_pieces_within_the_token_budget(books, tokenize
     assert len(ids) == expected and int((ids == tokenizer.eos_token_id).sum()) == len(texts)
     assert max(len(p) for t in texts for p in split_text(t)) <= PIECE_CHARS < len(texts[0])
     assert max(watch.held) <= BUDGET, "a stream held more token ids than its budget"
+    assert (prefetch_blocks + 1) * max(batches) <= BUDGET, batches  # what is held at most, whatever the timing
     assert watch.dtypes == {np.dtype(np.int32)}
+
+
+def test_the_budget_holds_in_tokens_when_a_script_takes_several_tokens_a_character(tmp_path, tokenizer):
+    import random
+
+    rng = random.Random(0)
+    letters = "αβγδεζηθικλμνξοπρστυφχψω"  # two UTF-8 bytes each, unknown to the byte-level test BPE
+    texts = [" ".join("".join(rng.choice(letters) for _ in range(6)) for _ in range(3000)) for _ in range(12)]
+    path = tmp_path / "greek.jsonl"
+    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts))
+    budget = 4 * PIECE_CHARS
+    scheduler = make(path, tokenizer, buffer_tokens=budget)
+    batches: list[int] = []  # tokens of each tokenizer batch
+    original = scheduler.encode
+    scheduler.encode = lambda texts: _counted(original(texts), batches)
+    windows = list(scheduler)
+    tokens = sum(int((w["source_ids"] >= 0).sum()) for w in windows)
+    assert tokens > 1.5 * sum(map(len, texts)), "the test needs a script of more than one token a character"
+    # the batch being packed and the one read ahead: at most two batches are held at a time
+    assert 2 * max(batches) <= budget, batches
+
+
+def _counted(encodings, counts):
+    counts.append(sum(len(e.ids) for e in encodings))
+    return encodings
 
 
 def test_pieces_cut_after_whitespace_and_rejoin_to_the_text():

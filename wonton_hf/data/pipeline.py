@@ -150,6 +150,9 @@ class SourceStream:
         self._pieces: Iterator[_Piece] | None = None
         self._ahead: deque[_Batch] = deque()
         self._packing: np.ndarray | None = None
+        self._tokens_per_char = 1.0
+        """The most tokens per character seen in a batch (above 1 for byte-level BPE on scripts it knows little
+        of): batches shrink by it, so the budget holds in tokens, not only in characters."""
         self._piece: np.ndarray | None = None
         self._last = False
         self._offset = 0
@@ -276,6 +279,8 @@ class SourceStream:
         flat, lengths = _result(batch.tokens)
         batch.tokens = None
         self._packing = flat
+        if batch.chars:
+            self._tokens_per_char = max(self._tokens_per_char, len(flat) / batch.chars)
         block = batch.block
         ends = np.cumsum(lengths).tolist()
         skipped = iter(batch.skipped)
@@ -317,7 +322,7 @@ class SourceStream:
                 for k, piece in enumerate(pieces):
                     if batch.chars and batch.chars + len(piece) > limit:
                         yield batch
-                        limit = min(2 * limit, self.batch_chars)
+                        limit = min(2 * limit, max(PIECE_CHARS, int(self.batch_chars / self._tokens_per_char)))
                         batch = _Batch([], block=block)
                     batch.add(q, piece, k == 0, k == len(pieces) - 1)
             yield batch
