@@ -317,3 +317,20 @@ def test_learned_positions_beyond_the_table_fail_clearly():
 def test_decoder_layers_are_the_unit_of_sharding():
     assert tiny_model()._no_split_modules == {"WontonDecoderLayer"}
     assert isinstance(tiny_model().model.layers[0], WontonDecoderLayer)
+
+
+def test_token_loss_is_the_per_token_cross_entropy_of_the_fused_pass():
+    model = tiny_model().train()
+    ids = tokens(2, 9)
+    labels = ids.clone()
+    labels[1, :3] = -100
+    out = model(input_ids=ids, labels=labels, return_token_loss=True)
+    assert out.token_loss.shape == labels.shape and not out.token_loss.requires_grad
+    expected = F.cross_entropy(out.logits[:, :-1].float().reshape(-1, VOCAB), labels[:, 1:].reshape(-1),
+                               ignore_index=-100, reduction="none").view(2, 8)
+    torch.testing.assert_close(out.token_loss[:, :-1], expected.detach())
+    assert torch.all(out.token_loss[:, -1] == 0)
+    torch.testing.assert_close(out.token_loss.sum() / (labels[:, 1:] != -100).sum(), out.ce_loss.detach())
+    out.loss.backward()  # the extra output leaves the fused backward intact
+    assert model.lm_head.weight.grad is not None
+    assert model(input_ids=ids, labels=labels).token_loss is None  # only on request

@@ -50,11 +50,15 @@ class WontonCausalLMOutputWithPast(CausalLMOutputWithPast):
     ce_loss: next-token cross-entropy alone (what perplexity is computed from).
     z_loss: mean of `logsumexp(logits)^2` over label tokens (unweighted; logged even when its coef is 0).
     max_z_loss: mean of `max(logits)^2` over label tokens (unweighted; logged even when its coef is 0).
+    token_loss: only with `return_token_loss=True`: the per-token cross-entropy the fused loss computed anyway,
+        fp32, detached, shaped like the labels; position t scores label t+1, 0 where nothing is scored.
+        Per-source loss accounting reads it instead of running a second cross-entropy over the logits.
     """
 
     ce_loss: torch.FloatTensor | None = None
     z_loss: torch.FloatTensor | None = None
     max_z_loss: torch.FloatTensor | None = None
+    token_loss: torch.FloatTensor | None = None
 
 
 # Copied from transformers.models.gpt_neox.modeling_gpt_neox.GPTNeoXRotaryEmbedding (full head dim here)
@@ -453,16 +457,18 @@ class _FusedLanguageModelLoss(torch.autograd.Function):
         safe_targets = targets.masked_fill(~keep, 0)
         weight = keep.float() / denominator
         target_logit = logits32.gather(1, safe_targets[:, None]).squeeze(1)
-        ce = ((lse - target_logit) * weight).sum()
+        token_ce = (lse - target_logit).masked_fill_(~keep, 0.0)
+        ce = (token_ce * weight).sum()
         z = (lse.square() * weight).sum()
         max_z = (top.square() * weight).sum()
         ctx.shifted_exp = shifted_exp  # becomes the gradient in place: one backward only
         ctx.logits_dtype = logits.dtype
         ctx.save_for_backward(lse, sum_exp, top, top_index, safe_targets, weight)
-        return ce, z, max_z
+        ctx.mark_non_differentiable(token_ce)
+        return ce, z, max_z, token_ce
 
     @staticmethod
-    def backward(ctx, grad_ce: torch.Tensor, grad_z: torch.Tensor, grad_max_z: torch.Tensor):
+    def backward(ctx, grad_ce: torch.Tensor, grad_z: torch.Tensor, grad_max_z: torch.Tensor, _grad_token_ce=None):
         lse, sum_exp, top, top_index, safe_targets, weight = ctx.saved_tensors
         grad, ctx.shifted_exp = ctx.shifted_exp, None
         if grad is None:
@@ -479,12 +485,14 @@ def language_model_loss(
     labels: torch.Tensor | None = None,
     shift_labels: torch.Tensor | None = None,
     num_items_in_batch: torch.Tensor | int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return_token_loss: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """Next-token cross-entropy, PaLM z-loss `mean(logsumexp^2)` and Baichuan 2 max-z `mean(max^2)`.
 
     All three are averaged over the same tokens (labels != -100 after the shift) and by the same
     denominator (`num_items_in_batch` under gradient accumulation, as transformers' loss does), so they
-    scale together whatever the padding or accumulation. Returns unweighted terms.
+    scale together whatever the padding or accumulation. Returns unweighted terms, and with
+    `return_token_loss` a fourth: the per-token cross-entropy (detached, shaped like the shifted labels).
     """
     if shift_labels is None:
         # Pad-and-shift the labels rather than slice the logits: a [:, :-1] slice would copy them.
@@ -494,7 +502,10 @@ def language_model_loss(
         denominator = (targets != -100).sum().clamp(min=1).float()
     else:
         denominator = torch.as_tensor(num_items_in_batch, device=logits.device, dtype=torch.float32)
-    return _FusedLanguageModelLoss.apply(logits.reshape(-1, logits.shape[-1]), targets, denominator)
+    ce, z, max_z, token_ce = _FusedLanguageModelLoss.apply(logits.reshape(-1, logits.shape[-1]), targets, denominator)
+    if return_token_loss:
+        return ce, z, max_z, token_ce.view(shift_labels.shape)
+    return ce, z, max_z
 
 
 class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
@@ -526,11 +537,14 @@ class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        return_token_loss: bool = False,
         **kwargs: Unpack[TransformersKwargs],
     ) -> WontonCausalLMOutputWithPast:
         r"""
         labels: next-token targets aligned with `input_ids` (shifted inside); -100 is ignored by every
-            loss term. Packed rows: pass `position_ids` restarting at 0 per document and no cache.
+            loss term. Packed rows: pass `position_ids` restarting at 0 per document.
+        return_token_loss: also return `token_loss`, the per-token cross-entropy of the fused loss (detached),
+            for per-source accounting without a second pass over the logits.
         """
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
@@ -545,10 +559,14 @@ class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
         slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, slice_indices, :])
 
-        loss = ce_loss = z_loss = max_z_loss = None
+        loss = ce_loss = z_loss = max_z_loss = token_loss = None
         if labels is not None or kwargs.get("shift_labels") is not None:
-            ce_loss, z_loss, max_z_loss = language_model_loss(
-                logits, labels, shift_labels=kwargs.get("shift_labels"), num_items_in_batch=kwargs.get("num_items_in_batch")
+            ce_loss, z_loss, max_z_loss, token_loss = language_model_loss(
+                logits,
+                labels,
+                shift_labels=kwargs.get("shift_labels"),
+                num_items_in_batch=kwargs.get("num_items_in_batch"),
+                return_token_loss=True,
             )
             loss = ce_loss + self.config.z_loss_coef * z_loss + self.config.max_z_loss_coef * max_z_loss
 
@@ -561,6 +579,7 @@ class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
             ce_loss=ce_loss,
             z_loss=z_loss,
             max_z_loss=max_z_loss,
+            token_loss=token_loss if return_token_loss else None,
         )
 
 
