@@ -33,8 +33,9 @@ def find_log_history(run_dir: Path) -> list[dict]:
         raise FileNotFoundError(f"Run directory {run_dir} does not exist; pass the Trainer's output_dir.")
     state = run_dir / "trainer_state.json"
     if not state.exists():
-        checkpoints = sorted(run_dir.glob("checkpoint-*/trainer_state.json"),
-                             key=lambda p: int(m.group(1)) if (m := re.search(r"checkpoint-(\d+)$", p.parent.name)) else -1)
+        from ..training.checkpoints import checkpoint_step
+
+        checkpoints = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: checkpoint_step(p.parent) or -1)
         state = checkpoints[-1] if checkpoints else None
     if state is not None:
         return json.loads(state.read_text(encoding="utf-8")).get("log_history", [])

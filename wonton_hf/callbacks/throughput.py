@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..distributed import is_distributed, world_size
 from ._common import LoggingCallback
 
 logger = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ class ThroughputMonitor(LoggingCallback):
         step_time = self._elapsed / self._steps
         tokens_per_s = tokens / self._elapsed if self._elapsed > 0 else 0.0
         metrics = {f"{PREFIX}/step_time_s": step_time, f"{PREFIX}/device/tokens_per_s": tokens_per_s}
-        world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+        world = world_size() if is_distributed() else 1
         metrics[f"{PREFIX}/tokens_per_s"] = tokens_per_s * world  # ranks see equal-sized batches
         if self._flops_model is not None and self._sequence_length:
             if self._flops_per_token[0] != self._sequence_length:  # parameters are counted once per length
