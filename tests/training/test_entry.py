@@ -98,3 +98,15 @@ def test_the_cli_table_lists_what_the_modules_register():
         importlib.import_module(module).add_subcommands(subparsers)
     registered = {action.dest: action.help for action in subparsers._choices_actions}
     assert registered == {name: help_text for name, (_, help_text) in SUBCOMMANDS.items()}
+
+
+def test_launch_hands_a_valid_config_to_accelerate(tmp_path):
+    accelerate_config = ROOT / "examples" / "configs" / "accelerate" / "single_cpu.yaml"
+    small = ["data.seq_len=64", "train.per_device_batch_size=4", "train.global_batch_tokens=256", "train.max_steps=2",
+             "tokenizer.vocab_size=512", "tokenizer.max_documents_per_source=20", "train.logging_steps=1",
+             "optimizer.warmup_steps=1", "train.report_to=[]", "monitors.stability=null", f"output_dir={tmp_path}"]
+    result, _ = _run(PRETRAIN, "--launch", str(accelerate_config), *small)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "starting: accelerate launch --config_file" in result.stdout
+    assert result.stdout.count("step 1/2 | loss ") == 1 and "Data report (1 rank(s))" in result.stdout
+    assert (tmp_path / "pretrain-demo" / "final" / "config.json").is_file()

@@ -106,6 +106,9 @@ def test_two_cpu_processes_train_with_ddp(tmp_path):
     state = json.loads((tmp_path / "pretrain-demo" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     assert (tmp_path / "pretrain-demo" / "checkpoint-4" / "data_scheduler" / "rank1.json").is_file()
+    report = json.loads((tmp_path / "pretrain-demo" / "data_report.json").read_text())
+    assert report["ranks"] == 2 and report["totals"]["tokens"] == 4 * 512  # both ranks' windows, summed
+    assert result.stdout.count("Data report (2 rank(s))") == 1  # printed once, by rank 0
 
 
 def test_deepspeed_without_a_launcher_is_refused_with_the_command_to_use(tmp_path, monkeypatch):

@@ -128,9 +128,10 @@ def build_tokenizer(config: RunConfig, sources: list[DataSource]) -> PreTrainedT
         limit = config.tokenizer.max_documents_per_source
         logger.info("Training a %d-piece tokenizer on up to %d documents per source", config.tokenizer.vocab_size, limit)
         # The sources themselves (not their texts): the trainer's skip counts are then its readers' own.
-        result = train_tokenizer(sources, vocab_size=config.tokenizer.vocab_size, max_documents_per_source=limit,
-                                 output_dir=target)
-        logger.info("Tokenizer: %s; saved to %s", result.summary(), target)
+        # train_tokenizer logs its summary (documents, bytes, skips per source and reason)
+        train_tokenizer(sources, vocab_size=config.tokenizer.vocab_size, max_documents_per_source=limit,
+                        output_dir=target)
+        logger.info("Tokenizer saved to %s", target)
     elif is_main_process():
         logger.info("Tokenizer: reusing %s (trained at the run's first start)", target)
     barrier()
