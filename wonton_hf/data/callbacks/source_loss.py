@@ -1,8 +1,11 @@
-"""The training loss per source, from the logits and the `source_ids` of each packed window.
+"""The training loss per source, from the per-token loss and the `source_ids` of each packed window.
 
-Kept apart from the tracking callback because it is the one piece that depends on what the model returns:
-it recomputes the cross-entropy from the logits, row by row. Two windows are kept over the same numbers:
-since the last feedback update (`take_for_feedback`) and since the last log event (`take_for_log`).
+Kept apart from the tracking callback because it is the one piece that depends on what the model returns.
+Wonton returns the per-token cross-entropy its fused loss computes anyway (`return_token_loss=True`, asked
+for by the tracking callback), so the accounting costs a scatter-add; for any other model the cross-entropy
+is recomputed from the logits, row by row (a second pass over [tokens, vocab]). Two windows are kept over
+the same numbers: since the last feedback update (`take_for_feedback`) and since the last log event
+(`take_for_log`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,21 @@ class SourceLossMeter:
         self.num_sources = num_sources
         self._windows: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {"feedback": None, "log": None}
 
+    def add_token_losses(self, token_loss: torch.Tensor, labels: torch.Tensor, source_ids: torch.Tensor) -> None:
+        """`token_loss[:, t]` scores `labels[:, t + 1]` (a causal LM's `token_loss` output)."""
+        device = token_loss.device
+        with torch.no_grad():
+            target = labels[:, 1:].to(device)
+            source = source_ids[:, 1:].to(device)
+            valid = (target != -100) & (source >= 0)
+            sums = torch.zeros(self.num_sources, dtype=torch.float64, device=device)
+            counts = torch.zeros(self.num_sources, dtype=torch.float64, device=device)
+            sums.index_add_(0, source[valid], token_loss[:, :-1][valid].double())
+            counts.index_add_(0, source[valid], torch.ones_like(sums[:1]).expand(int(valid.sum())))
+        self._accumulate(sums, counts)
+
     def add(self, logits: torch.Tensor, labels: torch.Tensor, source_ids: torch.Tensor) -> None:
+        """For models without `token_loss`: recompute the cross-entropy from the logits."""
         k = self.num_sources
         sums = torch.zeros(k, dtype=torch.float64, device=logits.device)
         counts = torch.zeros(k, dtype=torch.float64, device=logits.device)
@@ -34,6 +51,9 @@ class SourceLossMeter:
                 valid = (target != -100) & (source >= 0)
                 sums.index_add_(0, source[valid], loss[valid].double())
                 counts.index_add_(0, source[valid], torch.ones_like(loss[valid], dtype=torch.float64))
+        self._accumulate(sums, counts)
+
+    def _accumulate(self, sums: torch.Tensor, counts: torch.Tensor) -> None:
         for name, window in self._windows.items():
             self._windows[name] = (sums.clone(), counts.clone()) if window is None else (window[0] + sums, window[1] + counts)
 

@@ -9,6 +9,7 @@ Trainer untouched.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -28,6 +29,15 @@ logger = logging.getLogger(__name__)
 
 STATE_DIR = "data_scheduler"
 """Folder inside each Trainer checkpoint holding `rank{r}.json` (and `feedback.json`)."""
+
+
+def _returns_token_loss(module: torch.nn.Module) -> bool:
+    """Whether the model's forward can return its per-token loss (Wonton's `return_token_loss`)."""
+    cached = getattr(module, "_wonton_returns_token_loss", None)
+    if cached is None:
+        cached = "return_token_loss" in inspect.signature(module.forward).parameters
+        module._wonton_returns_token_loss = cached
+    return cached
 
 
 def lookahead_steps(num_workers: int, prefetch_factor: int | None, gradient_accumulation_steps: int) -> int:
@@ -90,14 +100,20 @@ class DataSchedulerCallback(TrainerCallback):
             if data_state is not None:
                 self.scheduler.observe(data_state)
             self._source_ids = source_ids
+            if source_ids is not None and _returns_token_loss(module):
+                kwargs["return_token_loss"] = True  # the fused loss's per-token values: no second cross-entropy
         return args, kwargs
 
     def _post_hook(self, module, args, kwargs, output):
         labels, source_ids = kwargs.get("labels"), self._source_ids
         self._source_ids = None
-        logits = getattr(output, "logits", None)
-        if module.training and labels is not None and source_ids is not None and logits is not None:
-            self.losses.add(logits, labels, source_ids)
+        if not (module.training and labels is not None and source_ids is not None):
+            return
+        token_loss = getattr(output, "token_loss", None)
+        if token_loss is not None:
+            self.losses.add_token_losses(token_loss, labels, source_ids)
+        elif getattr(output, "logits", None) is not None:
+            self.losses.add(output.logits, labels, source_ids)
 
     def take_source_losses(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss sums, token counts) per source since the last call, summed over ranks; resets them."""
