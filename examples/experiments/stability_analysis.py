@@ -6,12 +6,14 @@ Definitions (stated again in docs/experiments.md):
 - **diverged**: a non-finite training loss or held-out loss, a crash, or a final training loss (mean of the last
   10% of steps) at or above the training loss of step 1. The **divergence step** is the first step whose
   training loss is non-finite or at or above the step-1 loss.
+- **loss spike**: a run that is not diverged but has such a step (it went back above its starting loss, then
+  recovered). Diverged runs and loss spikes are the *events* the early-warning analysis looks for.
 - **LR sensitivity** (Wortsman et al. 2023, section 3.1): `mean over the LR grid of min(l(lr), l0) - min over the
   grid of l(lr)`, with l the final held-out loss (a diverged run counts as l0), per arm and seed.
-- **early warning**: for each metric, the threshold for a run is the largest value any *other* stable run reached
-  (leave-one-out, all arms together, as a user would set one alarm level). A diverged run is warned if the metric
-  crosses its threshold at or before the divergence step (lead = divergence step - crossing step); a stable
-  run whose metric crosses its threshold is a false alarm.
+- **early warning**: for each metric, the threshold for a run is the largest value any *other* run without an
+  event reached (leave-one-out, all arms together, as a user would set one alarm level). A run with an event is
+  warned if the metric crosses its threshold at or before the event step (lead = event step - crossing step);
+  a run without an event whose metric crosses its threshold is a false alarm.
 """
 
 from __future__ import annotations
@@ -43,13 +45,13 @@ def _values(run: dict[str, Any], key: str) -> list[tuple[int, float | None]]:
 def divergence(run: dict[str, Any]) -> dict[str, Any]:
     losses = _values(run, "loss")
     if not losses:
-        return {"diverged": run.get("error") is not None, "step": None}
+        return {"diverged": run.get("error") is not None, "step": None, "event_step": None}
     first = losses[0][1]
     step = next((s for s, v in losses[1:] if v is None or first is None or v >= first), None)
     tail = [v for _, v in losses[-max(1, len(losses) // 10):]]
     nonfinite = any(v is None for _, v in losses) or run.get("final_heldout_loss") is None
     diverged = nonfinite or run.get("error") is not None or (first is not None and mean(tail) >= first)
-    return {"diverged": bool(diverged), "step": step if diverged else None}
+    return {"diverged": bool(diverged), "step": step if diverged else None, "event_step": step}
 
 
 def capped_loss(run: dict[str, Any]) -> float:
@@ -87,7 +89,8 @@ def _first_cross(run: dict[str, Any], key: str, threshold: float) -> int | None:
 
 def early_warning(runs: list[dict[str, Any]]) -> dict[str, Any]:
     status = {r["name"]: divergence(r) for r in runs}
-    stable = [r for r in runs if not status[r["name"]]["diverged"]]
+    event = {name: s["diverged"] or s["event_step"] is not None for name, s in status.items()}
+    stable = [r for r in runs if not event[r["name"]]]
     table: dict[str, Any] = {}
     for metric, key in METRICS.items():
         rows, false_alarms, warned, late, missed = [], [], 0, 0, 0
@@ -98,21 +101,21 @@ def early_warning(runs: list[dict[str, Any]]) -> dict[str, Any]:
             threshold = max(others)
             cross = _first_cross(run, key, threshold)
             div = status[run["name"]]
-            if not div["diverged"]:
+            if not event[run["name"]]:
                 if cross is not None:
                     false_alarms.append({"run": run["name"], "step": cross, "threshold": threshold})
                 continue
-            lead = div["step"] - cross if cross is not None and div["step"] is not None else None
+            lead = div["event_step"] - cross if cross is not None and div["event_step"] is not None else None
             if cross is None:
                 missed += 1
             elif lead is not None and lead >= 0:
                 warned += 1
             else:
                 late += 1
-            rows.append({"run": run["name"], "divergence_step": div["step"], "cross_step": cross, "lead_steps": lead,
-                         "threshold": threshold})
+            rows.append({"run": run["name"], "diverged": div["diverged"], "event_step": div["event_step"],
+                         "cross_step": cross, "lead_steps": lead, "threshold": threshold})
         leads = [r["lead_steps"] for r in rows if r["lead_steps"] is not None and r["lead_steps"] >= 0]
-        table[metric] = {"key": key, "diverged_runs": rows, "warned": warned, "late": late, "missed": missed,
+        table[metric] = {"key": key, "event_runs": rows, "warned": warned, "late": late, "missed": missed,
                          "median_lead": sorted(leads)[len(leads) // 2] if leads else None,
                          "false_alarms": false_alarms, "stable_runs": len(stable)}
     return table
@@ -184,7 +187,7 @@ def summary(data: dict[str, Any]) -> str:
         lines.append(f"| {ARM_LABELS.get(arm, arm)} | {s['mean']:.3f}" + (f" ± {s['std']:.3f}" if s["std"] else "")
                      + f" | {', '.join(f'{v:.3f}' for v in s['per_seed'].values())} | {best['lr']:g} | "
                      + f"{', '.join(f'{x:.3f}' for x in best['heldout_loss'])} | {norms} |")
-    lines += ["", "| metric | diverged runs warned (lead >= 0) | late | missed | median lead (steps) | false alarms / stable runs |",
+    lines += ["", "| metric | event runs warned (lead >= 0) | late | missed | median lead (steps) | false alarms / runs without event |",
               "|---|---:|---:|---:|---:|---:|"]
     for metric, w in a["early_warning"].items():
         lines.append(f"| {metric} | {w['warned']} | {w['late']} | {w['missed']} | {w['median_lead']} | "

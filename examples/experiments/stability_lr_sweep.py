@@ -70,19 +70,19 @@ class RunSpec:
 class Settings:
     corpus: str
     output: str
-    steps: int = 250
+    steps: int = 200
     seq_len: int = 128
-    batch_size: int = 16
+    batch_size: int = 8
     warmup_fraction: float = 0.1
     vocab_size: int = 4096
     tokenizer_documents: int = 400
     heldout_windows: int = 64
-    every_n_steps: int = 5
+    every_n_steps: int = 2
     save_steps: int = 25
     lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0])
     arms: list[str] = field(default_factory=lambda: ["no_qkln", "qkln", "qkln_maxz"])
     seeds: int = 1
-    extra_seed_arms: list[str] = field(default_factory=lambda: ["no_qkln", "qkln", "qkln_maxz"])
+    extra_seed_arms: list[str] = field(default_factory=lambda: ["no_qkln", "qkln_maxz"])
     extra_seeds: int = 1
     guard: bool = True
     jobs: int = 2

@@ -66,24 +66,29 @@ def test_divergence_and_lr_sensitivity_follow_the_stated_definitions(modules):
     best = _run("b", "x", 1e-2, [8.0, 5.0, 4.0, 3.0], 3.5)
     nan = _run("c", "x", 1e-1, [8.0, 5.0, None, None], None)
     back_up = _run("d", "x", 1.0, [8.0, 6.0, 7.5, 8.5], 9.0)  # ends above the step-1 loss
-    assert analysis.divergence(stable) == {"diverged": False, "step": None}
-    assert analysis.divergence(nan) == {"diverged": True, "step": 3}
-    assert analysis.divergence(back_up) == {"diverged": True, "step": 4}
+    spike = _run("e", "x", 3e-2, [8.0, 8.5, 6.0, 5.0], 5.5)  # back above its start, then recovered
+    assert analysis.divergence(stable) == {"diverged": False, "step": None, "event_step": None}
+    assert analysis.divergence(nan) == {"diverged": True, "step": 3, "event_step": 3}
+    assert analysis.divergence(back_up) == {"diverged": True, "step": 4, "event_step": 4}
+    assert analysis.divergence(spike) == {"diverged": False, "step": None, "event_step": 2}
+    assert analysis.capped_loss(spike) == 5.5
     assert analysis.capped_loss(back_up) == 8.0  # diverged runs count as the initial loss
     sensitivity = analysis.lr_sensitivity([stable, best, nan, back_up])["x"]
     assert sensitivity["mean"] == pytest.approx(((4.5 + 3.5 + 8.0 + 8.0) / 4) - 3.5)
 
 
-def test_early_warning_uses_thresholds_from_the_other_stable_runs(modules):
+def test_early_warning_uses_thresholds_from_the_other_runs_without_event(modules):
     _, analysis = modules
     runs = [
         _run("s1", "x", 1e-3, [8, 6, 5, 4, 4, 4], 4.0, metric=[1, 2, 3, 3, 3, 3]),
         _run("s2", "x", 1e-2, [8, 6, 5, 4, 4, 4], 4.0, metric=[1, 2, 4, 4, 4, 4]),
         _run("s3", "x", 3e-2, [8, 6, 5, 4, 4, 4], 4.0, metric=[1, 2, 9, 4, 4, 4]),  # above s1/s2: a false alarm
         _run("d1", "x", 1.0, [8, 6, 5, 7, 9, 9], None, metric=[1, 10, 20, 30, 40, 50]),
+        _run("p1", "x", 0.3, [8, 9, 5, 4, 4, 4], 4.0, metric=[1, 2, 3, 30, 4, 4]),  # spike at 2, metric only at 4
     ]
     warning = analysis.early_warning(runs)["max_attn_logit"]
-    (row,) = warning["diverged_runs"]
-    assert row == {"run": "d1", "divergence_step": 5, "cross_step": 2, "lead_steps": 3, "threshold": 9}
+    rows = {row["run"]: row for row in warning["event_runs"]}
+    assert rows["d1"] == {"run": "d1", "diverged": True, "event_step": 5, "cross_step": 2, "lead_steps": 3, "threshold": 9}
+    assert rows["p1"]["lead_steps"] == -2
     assert [a["run"] for a in warning["false_alarms"]] == ["s3"]
-    assert (warning["warned"], warning["late"], warning["missed"]) == (1, 0, 0)
+    assert (warning["warned"], warning["late"], warning["missed"]) == (1, 1, 0)
