@@ -206,7 +206,8 @@ def run_sft(prepared: PreparedSFT, resume_from: str | None = None) -> Path:
     with quiet_progress_bars():
         trainer.train(resume_from_checkpoint=resume_from)
     final = prepared.config.run_dir / "final"
-    trainer.save_model(str(final))
+    with quiet_progress_bars():
+        trainer.save_model(str(final))
     if trainer.is_world_process_zero():
         (final / "sft_data_report.json").write_text(json.dumps(dataclasses.asdict(prepared.data_report), indent=2))
     return final

@@ -331,7 +331,8 @@ def run(prepared: PreparedRun) -> Path:
         # the weights may be damaged, so no final model; the newest complete checkpoint is the way back.
         logger.error("Training stopped by SpikeGuard; rerun the same command to resume from the last good checkpoint.")
         return final
-    trainer.save_model(str(final))  # model + tokenizer (processing_class), on the main process only
+    with quiet_progress_bars():
+        trainer.save_model(str(final))  # model + tokenizer (processing_class), on the main process only
     return final
 
 
