@@ -91,3 +91,31 @@ def test_every_window_knows_the_optimizer_step_the_dataloader_gives_it(corpus, t
         assert batch["data_state"]["step"] == index // accumulation
         scheduler.observe(batch.pop("data_state"))
         assert scheduler.current_step == (index + 1) // accumulation
+
+
+def test_the_workers_journal_file_is_compacted_without_changing_the_stream(corpus, tokenizer, monkeypatch):
+    """Many changes reach two DataLoader workers through the journal file; rewriting it changes nothing."""
+    from wonton_hf.data.callbacks import lookahead_steps
+    from wonton_hf.data.mixture import JournalChannel
+
+    def run(compact_every):
+        monkeypatch.setattr(JournalChannel, "compact_every", compact_every)
+        scheduler = make(corpus, tokenizer, batch_size=2, seed=3)
+        scheduler.lookahead_steps = lookahead_steps(num_workers=2, prefetch_factor=2, gradient_accumulation_steps=1)
+        loader = DataLoader(scheduler, batch_size=2, num_workers=2, collate_fn=PackedWindowCollator())
+        rng, out, lines = random.Random(0), [], []
+        stream = iter(loader)
+        for _ in range(40):
+            batch = next(stream)
+            scheduler.observe(batch.pop("data_state"))
+            scheduler.set_feedback({name: rng.uniform(0.1, 3.0) for name in WEIGHTS})
+            out.append(batch["source_ids"])
+            with open(scheduler.channel.path) as f:
+                lines.append(sum(1 for _ in f))
+        del stream
+        return out, lines
+
+    compacted, lines = run(4)
+    plain, plain_lines = run(10**6)
+    assert all(torch.equal(a, b) for a, b in zip(compacted, plain, strict=True))
+    assert max(lines) <= 4 + 12 < plain_lines[-1] == 40  # the rewritten file holds the pending changes only

@@ -215,39 +215,56 @@ def journal_from_entries(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class JournalChannel:
-    """The journal as an append-only JSON-lines file, so DataLoader worker processes see new entries.
+    """The journal as a JSON-lines file, so DataLoader worker processes see new entries.
 
     Workers are forked copies of the dataset: an entry appended in the main process after the fork is
     invisible to them unless it travels through something they can read. A local file costs one `stat`
-    per window to poll and needs no extra process or socket.
+    per window to poll and needs no extra process or socket. Every `compact_every` appends the main process
+    rewrites the file with the pending entries only (a new file, renamed over the old one): a reader that sees
+    a new inode reads it from the start and skips the entries it has by their `seq`, so the file stays small
+    over any number of changes. (Folded entries are safe to drop: every worker had read them before producing
+    the windows of their step, which were consumed.)
     """
+
+    compact_every = 1024
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._offset = 0
         self._size = -1
+        self._inode: int | None = None
+        self._appended = 0
 
     def write_all(self, entries: list[dict[str, Any]]) -> None:
         tmp = f"{self.path}.tmp"
         with open(tmp, "w") as f:
             f.writelines(json.dumps(e, sort_keys=True) + "\n" for e in entries)
         os.replace(tmp, self.path)
-        self._offset, self._size = 0, -1
+        self._offset, self._size, self._inode, self._appended = 0, -1, None, 0
 
     def append(self, entry: dict[str, Any]) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(entry, sort_keys=True) + "\n")
             f.flush()
+        self._appended += 1
+
+    def compact(self, pending: list[dict[str, Any]]) -> None:
+        """Rewrites the file with `pending` once `compact_every` entries were appended since the last rewrite."""
+        if self._appended >= self.compact_every:
+            self.write_all(pending)
 
     def poll(self) -> list[dict[str, Any]]:
-        """Entries appended since the last poll (complete lines only)."""
+        """Entries appended since the last poll (complete lines only); all entries after a rewrite."""
         try:
-            size = os.stat(self.path).st_size
+            st = os.stat(self.path)
         except FileNotFoundError:
             return []
-        if size == self._size:
+        if st.st_ino == self._inode and st.st_size == self._size:
             return []
         with open(self.path, "rb") as f:
+            inode = os.fstat(f.fileno()).st_ino  # the file opened, which a rewrite may have replaced since the stat
+            if inode != self._inode:
+                self._inode, self._offset = inode, 0
             f.seek(self._offset)
             data = f.read()
         end = data.rfind(b"\n") + 1

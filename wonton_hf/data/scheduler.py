@@ -254,6 +254,7 @@ class OnlineDataScheduler(IterableDataset):
         self._state["num_workers"] = snapshot["num_workers"]
         self._state["roles"][str(snapshot["role"])] = snapshot
         self.controller.fold(self._settled_step())
+        self.channel.compact(self.controller.pending)
 
     def _settled_step(self) -> int:
         """The earliest step any shard of this rank may still produce windows for (journal entries before it fold)."""
