@@ -6,6 +6,7 @@ from .integration import accelerator_config, attach, training_arguments
 from .mixture import Exp3Feedback, MixtureController, WeightSchedule, validate_weights
 from .scheduler import SHARD_SCHEMA, STATE_SCHEMA, OnlineDataScheduler
 from .sources import FORMATS, DataSource, load_sources
+from .steps import StepClock
 
 __all__ = [
     "FORMATS",
@@ -19,6 +20,7 @@ __all__ = [
     "MixtureFileCallback",
     "OnlineDataScheduler",
     "PackedWindowCollator",
+    "StepClock",
     "WeightSchedule",
     "accelerator_config",
     "attach",
