@@ -22,7 +22,7 @@ WONTON_VOCAB_SIZE = 139_776
 # Named shapes. Sizes follow GPT-3's naming, as the paper does ("6.7B" for the 4096 x 32 shape);
 # exact counts (with Wonton's biases and untied head) are in the comments.
 WONTON_PRESETS: dict[str, dict[str, Any]] = {
-    # CPU demo and tests: 3.3M parameters with an 8,192-piece tokenizer.
+    # CPU demo and tests: 2.9M parameters (2,899,200) with an 8,192-piece tokenizer.
     "wonton-tiny": dict(
         vocab_size=8192, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
         num_attention_heads=4, max_position_embeddings=512,
