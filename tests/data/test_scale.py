@@ -171,3 +171,16 @@ def test_ten_thousand_files_are_listed_once_and_the_state_does_not_grow_with_the
         assert len(source.files) == count
     assert len(globs) == 2, "each source should be listed once"
     assert abs(sizes[10_000] - sizes[10]) < 64, sizes
+
+
+def test_a_block_of_long_documents_waits_on_disk_and_reads_back_in_any_order():
+    from wonton_hf.data.pipeline import SpilledRecords, read_block
+
+    records = iter([b"x" * 1000 + b"%d" % i for i in range(50)])
+    block = read_block(records, 20, 5000)
+    assert isinstance(block, SpilledRecords) and len(block) == 20
+    assert [block[i] for i in (7, 0, 19)] == [b"x" * 1000 + b"%d" % i for i in (7, 0, 19)]
+    assert next(records) == b"x" * 1000 + b"20"  # the block took exactly its records
+    assert read_block(iter([b"a", b"b"]), 20, 5000) == [b"a", b"b"]
+    rows = [{"text": "y" * 3000}] * 5  # parquet rows stay in memory
+    assert read_block(iter(rows), 20, 5000) == rows

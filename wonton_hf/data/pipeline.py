@@ -21,13 +21,16 @@ so no record is lost or repeated.
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import tempfile
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 import numpy as np
@@ -43,6 +46,8 @@ PIECE_CHARS = 32_768
 """Texts longer than this are tokenized in pieces (a fixed constant: token offsets must not depend on settings)."""
 FIRST_BATCH_CHARS = 8_192
 """Characters in a stream's first tokenizer batch; batches double from there up to `batch_chars`."""
+BLOCK_BYTES_PER_TOKEN = 8
+"""Raw bytes of the current block held in memory per token of the budget (2 MiB at the default budget)."""
 DEFAULT_BUFFER_TOKENS = 262_144
 """Default per-source budget of token ids held ahead of the packer (1 MiB as int32)."""
 
@@ -144,6 +149,8 @@ class SourceStream:
         self.read_ahead = read_ahead
         """Batches tokenizing (or tokenized) ahead of the one being packed."""
         self.batch_chars = batch_chars(buffer_tokens, read_ahead)
+        self.max_block_bytes = BLOCK_BYTES_PER_TOKEN * buffer_tokens
+        """Raw bytes of a block held in memory; a larger block waits in a temp file (`read_block`)."""
         self.history = History(history or [], len(self.files))
         self.frontier = dict(frontier or new_frontier(self.history.min_epoch()))
         self.skips = SkipCounter(source.name, skips)
@@ -369,19 +376,65 @@ class SourceStream:
         first_block = resume["block"] if resume else 0
         block = 0
         while True:
-            raw = list(islice(records, self.block_size))
-            if not raw:
+            mine = owner(self.num_shards, len(self.files), file_pos, block) == self.shard and block >= first_block
+            done = self.history.consumed(epoch, file_pos, block) if mine else (-1, 0)
+            if done == (-1, 0):  # not this shard's, or emitted earlier: read past it without keeping it
+                if sum(1 for _ in islice(records, self.block_size)) == 0:
+                    return
+                block += 1
+                continue
+            raw = read_block(records, self.block_size, self.max_block_bytes)
+            if not len(raw):
                 return
-            mine = owner(self.num_shards, len(self.files), file_pos, block) == self.shard
-            if mine and block >= first_block:
-                done = self.history.consumed(epoch, file_pos, block)
-                begin = (resume["record"], resume["token"]) if resume and block == first_block else (0, 0)
-                if done != (-1, 0):
-                    begin = max(begin, done or (0, 0))
-                    perm = list(range(len(raw)))
-                    random.Random(f"{self.seed}/{self.source.name}/block/{epoch}/{path}/{block}").shuffle(perm)
-                    yield _Block(epoch, file_pos, block, begin, path, fmt, block * self.block_size, perm, raw)
+            begin = (resume["record"], resume["token"]) if resume and block == first_block else (0, 0)
+            begin = max(begin, done or (0, 0))
+            perm = list(range(len(raw)))
+            random.Random(f"{self.seed}/{self.source.name}/block/{epoch}/{path}/{block}").shuffle(perm)
+            yield _Block(epoch, file_pos, block, begin, path, fmt, block * self.block_size, perm, raw)
             block += 1
+
+
+def read_block(records: Iterator[Any], size: int, max_bytes: int) -> list[Any] | SpilledRecords:
+    """The next `size` raw records; once they pass `max_bytes`, the block goes to an unlinked temp file instead.
+
+    A block is the shuffle buffer, so all its records must be at hand before the first is used; for long
+    documents (1,024 books) that is too much memory, so their bytes wait on local disk and are read back one
+    at a time, in permutation order. (Parquet rows are dicts and stay in memory.)
+    """
+    held: list[Any] = []
+    total = 0
+    for record in islice(records, size):
+        held.append(record)
+        if not isinstance(record, bytes):
+            continue
+        total += len(record)
+        if total > max_bytes and all(isinstance(r, bytes) for r in held):
+            return SpilledRecords(chain(held, islice(records, size - len(held))))
+    return held
+
+
+class SpilledRecords:
+    """Raw records in an unlinked temp file; only their offsets (16 bytes a record) stay in memory."""
+
+    def __init__(self, records: Iterator[bytes]) -> None:
+        self._file = tempfile.TemporaryFile(prefix="wonton_block_")
+        self._offsets, self._lengths = array("q"), array("q")
+        position = 0
+        for record in records:
+            self._file.write(record)
+            self._offsets.append(position)
+            self._lengths.append(len(record))
+            position += len(record)
+        self._file.flush()
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __getitem__(self, index: int) -> bytes:
+        return os.pread(self._file.fileno(), self._lengths[index], self._offsets[index])
+
+    def __setitem__(self, index: int, value: Any) -> None:
+        """Releasing a record (`_Block.take_raw`) frees nothing here: it is on disk."""
 
 
 def batch_chars(buffer_tokens: int, read_ahead: int) -> int:
@@ -433,7 +486,7 @@ class _Block:
     fmt: str
     first_line: int
     perm: list[int]
-    raw: list[Any]
+    raw: list[Any] | SpilledRecords
 
     def take_raw(self, q: int) -> Any:
         index = self.perm[q]
