@@ -5,11 +5,21 @@
 
 `add_monitors` places them ahead of the reporting integrations so their metrics reach `report_to`
 (see `_common`). Metric keys: `stability/...`, `throughput/...`, `spike/...`.
+
+Names load on first use, so `wonton-hf plot-run --help` answers without importing torch.
 """
 
-from ._common import add_monitors
-from .spike_guard import SpikeGuard
-from .stability import StabilityMonitor
-from .throughput import PEAK_TFLOPS_BF16, ThroughputMonitor, flops_per_token
+from .._lazy import lazy_exports
 
-__all__ = ["PEAK_TFLOPS_BF16", "SpikeGuard", "StabilityMonitor", "ThroughputMonitor", "add_monitors", "flops_per_token"]
+_EXPORTS = {
+    "add_monitors": "_common",
+    "SpikeGuard": "spike_guard",
+    "StabilityMonitor": "stability",
+    "PEAK_TFLOPS_BF16": "throughput",
+    "ThroughputMonitor": "throughput",
+    "flops_per_token": "throughput",
+}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

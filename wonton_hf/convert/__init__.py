@@ -1,5 +1,16 @@
-"""Conversion of original Wonton checkpoints into Hugging Face directories."""
+"""Conversion of original Wonton checkpoints into Hugging Face directories.
 
-from .checkpoint import convert_checkpoint, convert_state_dict, load_original_state_dict
+Names load on first use, so `wonton-hf convert-checkpoint --help` answers without importing torch.
+"""
 
-__all__ = ["convert_checkpoint", "convert_state_dict", "load_original_state_dict"]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "convert_checkpoint": "checkpoint",
+    "convert_state_dict": "checkpoint",
+    "load_original_state_dict": "checkpoint",
+}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

@@ -1,25 +1,22 @@
-"""The Wonton tokenizer: BPE training with the paper's rules, a per-language report, the original converted."""
+"""The Wonton tokenizer: BPE training with the paper's rules, a per-language report, the original converted.
 
-from .report import tokenizer_report
-from .sentencepiece import convert_sentencepiece
-from .trainer import (
-    DEFAULT_VOCAB_SIZE,
-    SPECIAL_TOKENS,
-    BPETrainingConfig,
-    TokenizerTrainingResult,
-    round_vocab_size,
-    save_tokenizer,
-    train_tokenizer,
-)
+Names load on first use, so `wonton-hf tokenizer --help` answers without importing torch or transformers.
+"""
 
-__all__ = [
-    "BPETrainingConfig",
-    "DEFAULT_VOCAB_SIZE",
-    "SPECIAL_TOKENS",
-    "TokenizerTrainingResult",
-    "convert_sentencepiece",
-    "round_vocab_size",
-    "save_tokenizer",
-    "tokenizer_report",
-    "train_tokenizer",
-]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "tokenizer_report": "report",
+    "convert_sentencepiece": "sentencepiece",
+    "DEFAULT_VOCAB_SIZE": "trainer",
+    "SPECIAL_TOKENS": "trainer",
+    "BPETrainingConfig": "trainer",
+    "TokenizerTrainingResult": "trainer",
+    "round_vocab_size": "trainer",
+    "save_tokenizer": "trainer",
+    "train_tokenizer": "trainer",
+}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

@@ -15,8 +15,6 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_train(actions: argparse._SubParsersAction) -> None:
-    from .trainer import DEFAULT_VOCAB_SIZE
-
     parser = actions.add_parser(
         "train",
         help="train a BPE tokenizer with the paper's rules",
@@ -33,8 +31,9 @@ def _add_train(actions: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--vocab-size",
         type=int,
-        default=DEFAULT_VOCAB_SIZE,
-        help=f"rounded up to a multiple of 128 (default {DEFAULT_VOCAB_SIZE:,})",
+        default=None,
+        # The default lives in trainer.py, which imports transformers: resolved in `_train`, so --help stays fast.
+        help="rounded up to a multiple of 128 (default: the paper's 139,776, `trainer.DEFAULT_VOCAB_SIZE`)",
     )
     parser.add_argument("--output", required=True, help="directory to write")
     parser.add_argument(
@@ -105,11 +104,11 @@ def _weights(specs: list[str] | None) -> dict[str, float] | None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .trainer import BPETrainingConfig, train_tokenizer
+    from .trainer import DEFAULT_VOCAB_SIZE, BPETrainingConfig, train_tokenizer
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = BPETrainingConfig(
-        vocab_size=args.vocab_size,
+        vocab_size=args.vocab_size if args.vocab_size is not None else DEFAULT_VOCAB_SIZE,
         weights=_weights(args.weight),
         max_token_length=args.max_token_length,
         show_progress=not args.no_progress,
