@@ -12,6 +12,7 @@ _EXPORTS = {
     "dump_run_config": "config",
     "load_run_config": "config",
     "run_config_help": "config",
+    "average_checkpoints": "averaging",
     "CheckpointCompletionCallback": "checkpoints",
     "newest_complete_checkpoint": "checkpoints",
     "LaunchError": "launch",

@@ -264,12 +264,24 @@ class OptimizerConfig(OptimizerFields):
     warmup_steps: int = Field(2000, ge=0)
     """linear warm-up steps"""
     min_lr_rate: float = Field(0.1, ge=0, le=1)
-    """cosine decays to this fraction of the peak (paper: 10%)"""
+    """cosine_with_min_lr and warmup_stable_decay end at this fraction of the peak (paper: 10%)"""
+    decay_fraction: float = Field(0.2, gt=0, le=1)
+    """warmup_stable_decay: the decay phase as a fraction of train.max_steps (MiniCPM: ~10%; Hägele et al. 2024: 20%)"""
+    decay_steps: int | None = Field(None, ge=1)
+    """warmup_stable_decay: the decay phase in optimizer steps (replaces decay_fraction when set)"""
+    decay_type: Literal["linear", "cosine", "1-sqrt"] = "1-sqrt"
+    """warmup_stable_decay: the decay's shape; 1-sqrt did best in Hägele et al. 2024 (arXiv 2405.18392)"""
+
+    def wsd_decay_steps(self, max_steps: int) -> int:
+        """The decay phase in steps: `decay_steps`, else `decay_fraction` of the run (at least one step)."""
+        return self.decay_steps if self.decay_steps is not None else max(1, round(self.decay_fraction * max_steps))
 
 
 class TrainConfig(CommonTrainFields):
     max_steps: int = Field(1000, gt=0)
     """optimizer steps of the run"""
+    average_last: int | None = Field(None, ge=2)
+    """after training, average the weights of the last K complete checkpoints into `final-averaged/`; null: off"""
     global_batch_tokens: int = Field(1_048_576, gt=0)
     """tokens per optimizer step over all ranks (paper: ~1M); gradient accumulation is derived from it"""
     deterministic: bool = False
@@ -372,10 +384,33 @@ class RunConfig(RunConfigBase):
                     if name not in names:
                         found.append((f"data.schedule.points[{i}].weights.{name}",
                                       f"unknown source{close_match(name, names)}; sources: {', '.join(names)}."))
+        found += self._schedule_problems()
         feedback = self.data.feedback
         if feedback is not None and feedback.min_weight > feedback.max_weight:
             found.append(("data.feedback.min_weight",
                           f"got {feedback.min_weight}: must be <= data.feedback.max_weight ({feedback.max_weight})."))
+        return found
+
+    def _schedule_problems(self) -> list[tuple[str, str]]:
+        """WSD's phases must fit in the run; `average_last` needs that many checkpoints kept."""
+        opt, train, found = self.optimizer, self.train, []
+        wsd = opt.lr_scheduler_type == "warmup_stable_decay"
+        if not wsd and opt.decay_steps is not None:
+            found.append(("optimizer.decay_steps", f"got {opt.decay_steps}: only used by lr_scheduler_type "
+                                                   "warmup_stable_decay; remove it or set that scheduler."))
+        if wsd and opt.warmup_steps + opt.wsd_decay_steps(train.max_steps) > train.max_steps:
+            field = "optimizer.decay_steps" if opt.decay_steps is not None else "optimizer.decay_fraction"
+            found.append((field, f"warm-up ({opt.warmup_steps}) + decay ({opt.wsd_decay_steps(train.max_steps)}) "
+                                 f"steps exceed train.max_steps ({train.max_steps}): shorten one of them."))
+        if train.average_last is not None:
+            if train.save_total_limit is not None and train.save_total_limit < train.average_last:
+                found.append(("train.average_last", f"got {train.average_last}: train.save_total_limit "
+                                                    f"({train.save_total_limit}) keeps fewer checkpoints; raise it "
+                                                    "to at least average_last or set it to null."))
+            if train.max_steps // train.save_steps < train.average_last:
+                found.append(("train.average_last", f"got {train.average_last}: the run saves only "
+                                                    f"{train.max_steps // train.save_steps} checkpoint(s) "
+                                                    f"(max_steps {train.max_steps} / save_steps {train.save_steps})."))
         return found
 
     def file_problems(self) -> list[tuple[str, str]]:

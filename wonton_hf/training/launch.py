@@ -232,6 +232,18 @@ def optimizer_arguments(opt: Any) -> dict[str, Any]:
     )
 
 
+def scheduler_kwargs(opt: Any, max_steps: int) -> dict[str, Any]:
+    """`lr_scheduler_kwargs` for the schedules whose floor or phases the run config sets (transformers' own
+    schedulers: `get_cosine_with_min_lr_schedule_with_warmup`, `get_wsd_schedule`)."""
+    if opt.lr_scheduler_type == "cosine_with_min_lr":
+        return {"min_lr_rate": opt.min_lr_rate}
+    if opt.lr_scheduler_type == "warmup_stable_decay":
+        # the stable phase is what warm-up and decay leave of `num_training_steps` (the Trainer passes max_steps)
+        return {"num_decay_steps": opt.wsd_decay_steps(max_steps), "decay_type": opt.decay_type,
+                "min_lr_ratio": opt.min_lr_rate}
+    return {}
+
+
 def build_training_arguments(config: RunConfig):
     opt = config.optimizer
     return training_arguments(
@@ -240,7 +252,7 @@ def build_training_arguments(config: RunConfig):
         max_steps=config.train.max_steps,
         adam_epsilon=opt.eps,
         warmup_steps=opt.warmup_steps,
-        lr_scheduler_kwargs={"min_lr_rate": opt.min_lr_rate} if opt.lr_scheduler_type == "cosine_with_min_lr" else {},
+        lr_scheduler_kwargs=scheduler_kwargs(opt, config.train.max_steps),
         full_determinism=config.train.deterministic,
         dataloader_num_workers=config.data.num_workers,
         disable_tqdm=False,
@@ -333,6 +345,13 @@ def run(prepared: PreparedRun) -> Path:
         return final
     with quiet_progress_bars():
         trainer.save_model(str(final))  # model + tokenizer (processing_class), on the main process only
+    average_last = getattr(prepared.config.train, "average_last", None)
+    if average_last and is_main_process():
+        from .averaging import average_checkpoints
+
+        report = average_checkpoints(prepared.config.run_dir, average_last, prepared.config.run_dir / "final-averaged")
+        logger.info("Averaged checkpoints at steps %s into %s (%.1f s)", report.steps, report.output, report.seconds)
+    barrier()
     return final
 
 
