@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sys
 import tempfile
 import time
@@ -59,7 +58,9 @@ def first_window_datasets(tokenizer, corpus: Path) -> float:
     def tokenize(batch):
         return {"input_ids": [ids + [eos] for ids in tokenizer(batch["text"], add_special_tokens=False)["input_ids"]]}
 
-    mixed = interleave_datasets(streams, seed=0).map(tokenize, batched=True, batch_size=1000, remove_columns=["id", "lang", "text"])
+    mixed = interleave_datasets(streams, seed=0).map(
+        tokenize, batched=True, batch_size=1000, remove_columns=["id", "lang", "text"]
+    )
     buffer: list[int] = []
     for row in mixed:
         buffer.extend(row["input_ids"])
@@ -113,7 +114,9 @@ def many_sources(tokenizer, corpus: Path, n_sources: int, batches: int) -> list[
         DataSource(f"s{i}", [str(corpus / f"lo_{LANGUAGES[i % len(LANGUAGES)]}.jsonl.gz")]) for i in range(n_sources)
     ]
     scheduler = OnlineDataScheduler(sources, tokenizer, seq_len=2048, batch_size=8)
-    loader = DataLoader(scheduler, batch_size=8, num_workers=2, collate_fn=PackedWindowCollator(), persistent_workers=True)
+    loader = DataLoader(
+        scheduler, batch_size=8, num_workers=2, collate_fn=PackedWindowCollator(), persistent_workers=True
+    )
     it = iter(loader)
     peaks: dict[int, tuple[int, int]] = {}
     for _ in range(batches):

@@ -108,9 +108,7 @@ def scheduler_pass(
     sources = [
         DataSource(name=lang, paths=[str(corpus / f"lo_{lang}.jsonl.gz")], exhaustion="stop") for lang in LANGUAGES
     ]
-    scheduler = OnlineDataScheduler(
-        sources, tokenizer, seq_len=seq_len, batch_size=8, prefetch_blocks=prefetch_blocks
-    )
+    scheduler = OnlineDataScheduler(sources, tokenizer, seq_len=seq_len, batch_size=8, prefetch_blocks=prefetch_blocks)
     loader = DataLoader(scheduler, batch_size=8, num_workers=workers, collate_fn=PackedWindowCollator())
     start = time.perf_counter()
     real = positions = 0
@@ -157,9 +155,7 @@ def share_accuracy(
     from wonton_hf.data import DataSource, OnlineDataScheduler
 
     sources = [DataSource(name=n, paths=[str(corpus / f"lo_{n}.jsonl.gz")], weight=w) for n, w in weights.items()]
-    scheduler = OnlineDataScheduler(
-        sources, tokenizer, seq_len=seq_len, share_tolerance=share_tolerance
-    )
+    scheduler = OnlineDataScheduler(sources, tokenizer, seq_len=seq_len, share_tolerance=share_tolerance)
     total_w = sum(weights.values())
     targets = [w / total_w for w in weights.values()]
     counts = [0] * len(weights)

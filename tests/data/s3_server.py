@@ -38,7 +38,11 @@ class FaultyS3:
 
     def client(self):
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
         )
 
     def fail_next(self, n: int) -> None:
@@ -133,12 +137,3 @@ class FaultyS3:
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
         return Handler
-
-
-@pytest.fixture
-def s3():
-    server = FaultyS3()
-    try:
-        yield server
-    finally:
-        server.close()

@@ -75,7 +75,9 @@ def test_version_1_states_are_migrated_and_unknown_versions_refused(corpus, toke
     first.set_weights({"en": 1, "de": 1, "fr": 1, "zh": 1})
     state = json.loads(json.dumps(first.state_dict()))
     expected = [w["input_ids"] for w in islice(_continue(first), 8)]
-    old = dict(state, version=1, journal=[{k: v for k, v in e.items() if k != "seq"} for e in state["journal"]["pending"]])
+    old = dict(
+        state, version=1, journal=[{k: v for k, v in e.items() if k != "seq"} for e in state["journal"]["pending"]]
+    )
     migrated = make(corpus, tokenizer)
     migrated.load_state_dict(old)
     assert all(torch.equal(a, b["input_ids"]) for a, b in zip(expected, islice(iter(migrated), 8), strict=True))

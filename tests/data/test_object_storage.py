@@ -14,7 +14,6 @@ import torch
 from wonton_hf.data import DataSource, OnlineDataScheduler
 
 from .data_fixtures import doc_text
-from .s3_server import s3  # noqa: F401
 
 FAST_FAIL = {"config_kwargs": {"retries": {"max_attempts": 1}}}
 """s3fs/botocore give up at once, so the scheduler's own retries (which resume the stream) are what is tested."""
@@ -52,8 +51,12 @@ def sources(s3, bucket="corpus", **kwargs):
     kwargs.setdefault("retry_backoff", 0.05)
     return [
         DataSource("en", [f"s3://{bucket}/en/*.jsonl"], weight=3, storage_options=options, exhaustion="stop", **kwargs),
-        DataSource("de", [f"s3://{bucket}/de/*.jsonl.zst"], weight=2, storage_options=options, exhaustion="stop", **kwargs),
-        DataSource("fr", [f"s3://{bucket}/fr/*.parquet"], weight=1, storage_options=options, exhaustion="stop", **kwargs),
+        DataSource(
+            "de", [f"s3://{bucket}/de/*.jsonl.zst"], weight=2, storage_options=options, exhaustion="stop", **kwargs
+        ),
+        DataSource(
+            "fr", [f"s3://{bucket}/fr/*.parquet"], weight=1, storage_options=options, exhaustion="stop", **kwargs
+        ),
     ]
 
 

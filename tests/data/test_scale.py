@@ -69,7 +69,8 @@ def test_long_documents_stream_in_pieces_within_the_token_budget(books, tokenize
     ids = torch.cat([w["input_ids"][w["source_ids"] >= 0] for w in windows])
     backend = tokenizer.backend_tokenizer
     expected = sum(
-        sum(len(backend.encode(piece, add_special_tokens=False).ids) for piece in split_text(text)) + 1 for text in texts
+        sum(len(backend.encode(piece, add_special_tokens=False).ids) for piece in split_text(text)) + 1
+        for text in texts
     )
     assert len(ids) == expected and int((ids == tokenizer.eos_token_id).sum()) == len(texts)
     assert max(len(p) for t in texts for p in split_text(t)) <= PIECE_CHARS < len(texts[0])
@@ -159,7 +160,9 @@ def test_ten_thousand_files_are_listed_once_and_the_state_does_not_grow_with_the
     globs = []
     original = fsspec.implementations.local.LocalFileSystem.glob
     monkeypatch.setattr(
-        fsspec.implementations.local.LocalFileSystem, "glob", lambda self, *a, **k: globs.append(a) or original(self, *a, **k)
+        fsspec.implementations.local.LocalFileSystem,
+        "glob",
+        lambda self, *a, **k: globs.append(a) or original(self, *a, **k),
     )
     sizes = {}
     for count in (10, 10_000):

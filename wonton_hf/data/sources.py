@@ -104,15 +104,21 @@ class DataSource:
         if isinstance(self.normaliser, str):
             self.normaliser = _import_callable(self.normaliser, self.name)
         if not isinstance(self.storage_options, dict):
-            raise ValueError(f"DataSource `{self.name}`: `storage_options` must be a mapping, got {self.storage_options!r}.")
+            raise ValueError(
+                f"DataSource `{self.name}`: `storage_options` must be a mapping, got {self.storage_options!r}."
+            )
         if self.on_read_error not in READ_ERROR_POLICIES:
             raise ValueError(
                 f"DataSource `{self.name}`: `on_read_error` must be one of {READ_ERROR_POLICIES}, got {self.on_read_error!r}."
             )
         if not isinstance(self.read_retries, int) or self.read_retries < 0:
-            raise ValueError(f"DataSource `{self.name}`: `read_retries` must be an integer >= 0, got {self.read_retries!r}.")
+            raise ValueError(
+                f"DataSource `{self.name}`: `read_retries` must be an integer >= 0, got {self.read_retries!r}."
+            )
         if not isinstance(self.retry_backoff, int | float) or self.retry_backoff < 0:
-            raise ValueError(f"DataSource `{self.name}`: `retry_backoff` must be a number >= 0, got {self.retry_backoff!r}.")
+            raise ValueError(
+                f"DataSource `{self.name}`: `retry_backoff` must be a number >= 0, got {self.retry_backoff!r}."
+            )
 
     def resolve(self) -> list[str]:
         """Expands the globs, once per process (validation and the scheduler share the listing); fails before
@@ -272,7 +278,13 @@ def iter_raw_records(
             delay = min(60.0, (source.retry_backoff if source is not None else 0) * 2 ** (failures - 1))
             logger.warning(
                 "reading %s failed after %d records (%s: %s); retry %d/%d in %.1fs",
-                path, yielded, type(err).__name__, err, failures, retries, delay,
+                path,
+                yielded,
+                type(err).__name__,
+                err,
+                failures,
+                retries,
+                delay,
             )
             time.sleep(delay)
 
