@@ -160,3 +160,12 @@ def test_missing_bucket_or_unreachable_store_fails_before_training(s3, tokenizer
         source.storage_options["endpoint_url"] = "http://127.0.0.1:9"  # nothing listens on the discard port
     with pytest.raises(OSError, match="DataSource `en`: cannot list 's3://corpus/en/\\*.jsonl'"):
         OnlineDataScheduler(gone, tokenizer)
+
+
+def test_wrong_credentials_fail_before_training_naming_the_source(s3, tokenizer, monkeypatch):
+    import moto.settings
+
+    upload(s3)
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # the server now checks credentials
+    with pytest.raises(OSError, match=r"DataSource `en`: cannot list .*PermissionError.*credentials"):
+        OnlineDataScheduler(sources(s3), tokenizer)
