@@ -6,7 +6,8 @@ collect file names -> seeded shuffle -> split by rank -> read -> seeded shuffle 
 The unit that is split and shuffled is a *block*: `block_size` consecutive records of one file. The shuffle
 buffer is a seeded permutation of one block; its records are normalised and tokenized lazily, in permutation
 order, a batch of a bounded number of characters at a time (see `SourceStream`), so what a shard holds ahead of
-the packer is bounded by tokens, not by records. Where a shard stands is five integers, the *frontier*
+the packer is bounded by tokens, not by records; a block whose raw records are too big to hold (long documents)
+waits in a temp file on local disk (`read_block`). Where a shard stands is five integers, the *frontier*
 `(epoch, file, block, record, token)`: everything the shard owns before it has been emitted, the `record`-th
 entry of the block's permutation has been emitted up to `token`. Resuming recomputes the permutation and
 re-reads only the block in progress; nothing is replayed. Splitting by rank and by worker is one split
