@@ -9,9 +9,10 @@ gain under a constant LR plus averaging) and of Sanyal et al. 2023 (LAWA, arXiv 
 last checkpoints of a run).
 
 Only complete checkpoints count (the `COMPLETE` marker of `training.checkpoints`): one a crash cut short is
-never averaged. The weights are read from each checkpoint's safetensors files (`model.safetensors` or the
-shards of `model.safetensors.index.json`) one checkpoint at a time into one fp32 accumulator per shard, then
-cast back to the stored dtype in place: the peak is one fp32 copy of a shard plus one tensor being read. The
+never averaged. The weights are streamed tensor by tensor from each checkpoint's safetensors files
+(`model.safetensors` or the shards of `model.safetensors.index.json`) into a safetensors file written as it
+goes: the peak is one fp32 tensor plus the one being read, far under the "one model plus one accumulator"
+the issue allows (`benchmarks/average_checkpoints.py` measures it). The
 Trainer saves full weights there under DDP and ZeRO-2 (ZeRO-2 partitions the optimizer state, not the
 parameters); ZeRO-3 checkpoints hold only partitions unless `stage3_gather_16bit_weights_on_model_save` is on,
 and are refused with that hint.
@@ -20,15 +21,17 @@ and are refused with that hint.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import struct
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .checkpoints import checkpoint_step, is_complete, list_checkpoints
 
@@ -80,34 +83,65 @@ def weight_shards(checkpoint: Path) -> list[str]:
                      "`save_safetensors=False` cannot be streamed; re-save them as safetensors).")
 
 
-def _average_shard(files: list[Path]) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
-    """The element-wise mean of the same shard in several checkpoints, accumulated in fp32, one file at a time."""
-    total: dict[str, torch.Tensor] = {}
-    dtypes: dict[str, torch.dtype] = {}
-    metadata = None
-    for i, path in enumerate(files):
-        with safe_open(str(path), framework="pt") as handle:
-            keys = set(handle.keys())
-            if i == 0:
-                metadata = handle.metadata()
-            elif keys != set(total):
-                differ = sorted(keys ^ set(total))[:5]
-                raise ValueError(f"{path} does not hold the same tensors as {files[0]} (e.g. {differ}): "
-                                 "checkpoints of different models cannot be averaged.")
-            for key in sorted(keys):
-                tensor = handle.get_tensor(key)
-                if i == 0:
-                    dtypes[key] = tensor.dtype
-                    total[key] = tensor.to(torch.float32, copy=True)
-                elif tensor.shape != total[key].shape:
-                    raise ValueError(f"{path}: {key} has shape {tuple(tensor.shape)}, {files[0]} has "
-                                     f"{tuple(total[key].shape)}.")
-                else:
-                    total[key] += tensor.to(torch.float32)
-                del tensor
-    for key in total:  # back to the stored dtype, one tensor at a time (the fp32 copy goes as each is cast)
-        total[key] = total[key].div_(len(files)).to(dtypes[key])
-    return total, metadata
+_ITEM_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+"""Bytes per element of the safetensors dtypes a model checkpoint holds."""
+
+
+def _layout(path: Path) -> tuple[dict[str, tuple[str, list[int]]], dict[str, str] | None]:
+    """name -> (safetensors dtype, shape) from a file's header, and its metadata; no tensor is read."""
+    with safe_open(str(path), framework="pt") as handle:
+        layout = {key: (handle.get_slice(key).get_dtype(), list(handle.get_slice(key).get_shape()))
+                  for key in handle.keys()}
+        return layout, handle.metadata()
+
+
+def _read(path: Path, key: str) -> torch.Tensor:
+    # a handle per tensor: the file's mapped pages are released at once instead of piling up over the shard
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.get_tensor(key)
+
+
+def _average_shard(files: list[Path], target: Path) -> int:
+    """Write the element-wise mean of the same shard in several checkpoints to `target`, one tensor at a time.
+
+    The safetensors header (names, dtypes, shapes, offsets) is known from the inputs' headers, so the output
+    is written as the tensors are averaged: memory holds one fp32 accumulator tensor and the tensor being
+    read, never a whole shard. Floating-point tensors are averaged in fp32 and stored in their own dtype;
+    others (integer buffers) are taken from the newest checkpoint. Returns the number of elements written.
+    """
+    layout, metadata = _layout(files[0])
+    for path in files[1:]:
+        other, _ = _layout(path)
+        if other.keys() != layout.keys():
+            differ = sorted(set(other) ^ set(layout))[:5]
+            raise ValueError(f"{path} does not hold the same tensors as {files[0]} (e.g. {differ}): "
+                             "checkpoints of different models cannot be averaged.")
+        for key, (dtype, shape) in other.items():
+            if (dtype, shape) != layout[key]:
+                raise ValueError(f"{path}: {key} is {dtype} {shape}, in {files[0]} {layout[key][0]} {layout[key][1]}.")
+    header: dict[str, Any] = {"__metadata__": metadata or {"format": "pt"}}
+    offset = 0
+    for key in sorted(layout):
+        dtype, shape = layout[key]
+        size = math.prod(shape) * _ITEM_SIZE[dtype]
+        header[key] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    with open(target, "wb") as out:
+        out.write(struct.pack("<Q", len(encoded)))
+        out.write(encoded)
+        for key in sorted(layout):
+            newest = _read(files[-1], key)
+            if newest.is_floating_point():
+                total = newest.to(torch.float32, copy=True)
+                for path in files[:-1]:
+                    total += _read(path, key).to(torch.float32)
+                newest = total.div_(len(files)).to(newest.dtype)
+            out.write(newest.reshape(-1).view(torch.uint8).numpy().data)
+        out.flush()
+        os.fsync(out.fileno())
+    return sum(math.prod(shape) for _, shape in layout.values())
 
 
 def average_checkpoints(run_dir: str | Path, last: int, output: str | Path) -> AveragingReport:
@@ -129,11 +163,8 @@ def average_checkpoints(run_dir: str | Path, last: int, output: str | Path) -> A
     tmp.mkdir(parents=True)
     tensors = parameters = 0
     for shard in shards:
-        averaged, metadata = _average_shard([checkpoint / shard for checkpoint in chosen])
-        tensors += len(averaged)
-        parameters += sum(t.numel() for t in averaged.values())
-        save_file(averaged, str(tmp / shard), metadata=metadata or {"format": "pt"})
-        del averaged
+        parameters += _average_shard([checkpoint / shard for checkpoint in chosen], tmp / shard)
+        tensors += len(_layout(tmp / shard)[0])
     newest = chosen[-1]
     for path in sorted(newest.iterdir()):
         wanted = path.name in MODEL_FILES or (path.suffix == ".py" and path.name != "zero_to_fp32.py")
