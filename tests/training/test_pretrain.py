@@ -132,6 +132,7 @@ def test_deepspeed_zero2_on_two_cpu_processes_shards_the_optimizer(tmp_path):
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
          str(ROOT / "examples/configs/accelerate/deepspeed_zero2_cpu.yaml"), "--main_process_port", "29534",
          str(DRIVER), str(DEMO), *small(tmp_path, "train.max_steps=4", "train.global_batch_tokens=512",
+                                       "train.save_steps=2", "train.average_last=2",
                                        f"train.deepspeed={ROOT / 'examples/configs/deepspeed/zero2.json'}")],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
@@ -145,3 +146,10 @@ def test_deepspeed_zero2_on_two_cpu_processes_shards_the_optimizer(tmp_path):
     n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(checkpoint).parameters())
     assert abs(sizes[0] - sizes[1]) <= 16 and sum(sizes) >= n_params
     assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == 4
+    # ZeRO-2 partitions the optimizer state, not the weights: each checkpoint holds the full model, and
+    # `train.average_last` averaged checkpoints 2 and 4 into a model that loads
+    averaged = tmp_path / "pretrain-demo" / "final-averaged"
+    assert json.loads((averaged / "averaging.json").read_text())["steps"] == [2, 4]
+    parts = [AutoModelForCausalLM.from_pretrained(checkpoint.with_name(f"checkpoint-{s}")).state_dict() for s in (2, 4)]
+    mean = AutoModelForCausalLM.from_pretrained(averaged).state_dict()
+    assert all(torch.allclose(mean[k], (parts[0][k] + parts[1][k]) / 2, atol=1e-6) for k in mean)
