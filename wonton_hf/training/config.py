@@ -230,6 +230,10 @@ FeedbackConfig = options_model(
 """`wonton_hf.data.Exp3Feedback`: the per-source training loss steers the mixture (ODM's EXP3)."""
 
 
+PIECE_CHARS = 32_768
+"""`wonton_hf.data.pipeline.PIECE_CHARS`, copied so that checking a config imports no data code."""
+
+
 class DataConfig(Section):
     sources: list[SourceConfig] = Field(default_factory=list)
     """the corpora (`DataSource` fields: name, paths, weight, format, text_field, language, exhaustion, ...);
@@ -255,7 +259,10 @@ class DataConfig(Section):
     min_segment_tokens: int = Field(64, gt=0)
     """the shortest piece a share cut leaves"""
     prefetch_blocks: int = Field(1, ge=0)
-    """blocks per source tokenized ahead in a background thread; 0: tokenize in the data loading thread"""
+    """tokenizer batches per source read and tokenized ahead in a background thread; 0: in the data loading thread"""
+    buffer_tokens: int = Field(262_144, gt=0)
+    """per source and shard, the most token ids held ahead of the packer (4 bytes each: 1 MiB by default); bounds
+    memory whatever the document length; at least 32,768 x (prefetch_blocks + 1)"""
 
 
 class OptimizerConfig(OptimizerFields):
@@ -385,6 +392,11 @@ class RunConfig(RunConfigBase):
                         found.append((f"data.schedule.points[{i}].weights.{name}",
                                       f"unknown source{close_match(name, names)}; sources: {', '.join(names)}."))
         found += self._schedule_problems()
+        # One text piece (the data pipeline's PIECE_CHARS, 32,768; a test keeps the two equal) per batch in flight.
+        least = PIECE_CHARS * (self.data.prefetch_blocks + 1)
+        if self.data.buffer_tokens < least:
+            found.append(("data.buffer_tokens", f"got {self.data.buffer_tokens}: must be >= {least:,} "
+                                                f"(32,768 x (data.prefetch_blocks + 1)); raise it or lower prefetch_blocks."))
         feedback = self.data.feedback
         if feedback is not None and feedback.min_weight > feedback.max_weight:
             found.append(("data.feedback.min_weight",

@@ -273,6 +273,7 @@ def build_scheduler(config: RunConfig, sources: list[DataSource], tokenizer, arg
         share_tolerance=config.data.share_tolerance,
         min_segment_tokens=config.data.min_segment_tokens,
         prefetch_blocks=config.data.prefetch_blocks,
+        buffer_tokens=config.data.buffer_tokens,
     )
 
 
