@@ -372,23 +372,25 @@ def analyse(data: dict[str, Any]) -> dict[str, Any]:
     if mixing:
         arms: dict[str, Any] = {}
         for arm in MIXING_ARMS:
-            mine = [r for r in mixing if r["spec"]["arm"] == arm]
+            mine = sorted((r for r in mixing if r["spec"]["arm"] == arm), key=lambda r: r["spec"]["seed"])
             if not mine:
                 continue
-            static = [r for r in mixing if r["spec"]["arm"] == "static_" + arm.split("_")[1]]
-            target = statistics.fmean(final_loss(r) for r in static) if static else None
-            reach = [steps_to(r, target) for r in mine] if target is not None else []
+            static = {r["spec"]["seed"]: r for r in mixing if r["spec"]["arm"] == "static_" + arm.split("_")[1]}
+            # paired by seed (same initial weights, same first batches): the steps this run needs to reach the
+            # final held-out loss of its static arm with the same seed, as a fraction of the run's length
+            reach, saved = [], []
+            for run in mine:
+                if run["spec"]["seed"] in static:
+                    steps = steps_to(run, final_loss(static[run["spec"]["seed"]]))
+                    reach.append(steps)
+                    saved.append(None if steps is None else 1 - steps / run["config"]["train"]["max_steps"])
             names = list(mine[0]["heldout"][-1]["losses"])
             arms[arm] = {
                 "final_mean_heldout": _stats([final_loss(r) for r in mine]),
                 "final_per_source": {n: _stats([r["heldout"][-1]["losses"][n] for r in mine]) for n in names},
-                "target": target, "steps_to_target": _stats(reach), "steps_to_target_per_seed": reach,
-                "never_reached": sum(x is None for x in reach),
+                "steps_to_static_final": _stats(reach), "steps_to_static_final_per_seed": reach,
+                "steps_saved": _stats(saved), "never_reached": sum(x is None for x in reach),
             }
-        for arm, row in arms.items():
-            static = arms.get("static_" + arm.split("_")[1])
-            got, base = row["steps_to_target"]["mean"], static and static["steps_to_target"]["mean"]
-            row["steps_saved_vs_static"] = (1 - got / base) if got is not None and base else None
         out["mixing"] = arms
     cells = [r for r in runs if r["spec"]["experiment"] == "curriculum"]
     if cells:
@@ -474,10 +476,9 @@ def _save(fig: Any, path: Path) -> Path:
 def summary(data: dict[str, Any]) -> str:
     analysis, lines = data.get("analysis", {}), []
     for arm, row in analysis.get("mixing", {}).items():
-        final, reach = row["final_mean_heldout"], row["steps_to_target"]
-        saved = row["steps_saved_vs_static"]
-        lines.append(f"{arm:15s} final {_pm(final)}  steps to {row['target']:.3f}: {_pm(reach, 1)} "
-                     f"(never: {row['never_reached']})" + (f"  saved {saved:+.1%}" if saved is not None else ""))
+        lines.append(f"{arm:15s} final {_pm(row['final_mean_heldout'])}  steps to the static final (same seed): "
+                     f"{_pm(row['steps_to_static_final'], 1)}, saved {_pm(row['steps_saved'], 3)} "
+                     f"(never: {row['never_reached']})")
     for cell, row in analysis.get("curriculum", {}).get("table", {}).items():
         lines.append(f"{cell:25s} final {_pm(row['final_mean_heldout'])}  (last weights: {_pm(row['unaveraged_final'])})")
     for schedule, gain in analysis.get("curriculum", {}).get("curriculum_gain", {}).items():

@@ -73,19 +73,21 @@ def _run(arm: str, seed: int, curve: list[float], averaged: float | None = None)
     points = [{"step": 10 * i, "tokens": 10 * i * 100, "losses": {"a": v, "b": v}} for i, v in enumerate(curve)]
     experiment = "mixing" if arm in ("static_uniform", "exp3_uniform") else "curriculum"
     return {"name": f"{arm}_{seed}", "spec": {"experiment": experiment, "arm": arm, "seed": seed}, "heldout": points,
-            "averaged_heldout": {"a": averaged, "b": averaged} if averaged is not None else None}
+            "averaged_heldout": {"a": averaged, "b": averaged} if averaged is not None else None,
+            "config": {"train": {"max_steps": 10 * (len(curve) - 1)}}}
 
 
-def test_steps_to_target_interpolates_and_counts_arms_that_never_reach_it(mixing):
-    runs = [_run("static_uniform", 0, [8, 6, 5, 4.0]), _run("static_uniform", 1, [8, 6, 5, 4.2]),
+def test_steps_to_the_static_final_pair_seeds_interpolate_and_count_misses(mixing):
+    runs = [_run("static_uniform", 0, [8, 6, 5, 4.0]), _run("static_uniform", 1, [8, 6, 4.1, 4.2]),
             _run("exp3_uniform", 0, [8, 5, 4.0, 3.8]), _run("exp3_uniform", 1, [8, 6, 5, 4.5])]
     analysis = mixing.analyse({"runs": {r["name"]: r for r in runs}})["mixing"]
-    assert analysis["static_uniform"]["target"] == pytest.approx(4.1)
-    # static seed 0 crosses 4.1 between steps 20 (5.0) and 30 (4.0): 20 + 10 * 0.9 / 1.0; seed 1 never does
-    assert analysis["static_uniform"]["steps_to_target_per_seed"] == [pytest.approx(29.0), None]
-    assert analysis["exp3_uniform"]["steps_to_target_per_seed"] == [pytest.approx(19.0), None]
+    # static seed 1 first reaches its own final 4.2 between steps 10 (6.0) and 20 (4.1): 10 + 10 * 1.8 / 1.9
+    assert analysis["static_uniform"]["steps_to_static_final_per_seed"] == [30, pytest.approx(10 + 180 / 19)]
+    # exp3 seed 0 reaches static seed 0's 4.0 at step 20 (a third sooner); seed 1 never reaches 4.2
+    assert analysis["exp3_uniform"]["steps_to_static_final_per_seed"] == [20, None]
     assert analysis["exp3_uniform"]["never_reached"] == 1
-    assert analysis["exp3_uniform"]["steps_saved_vs_static"] == pytest.approx(1 - 19 / 29)
+    assert analysis["exp3_uniform"]["steps_saved"]["mean"] == pytest.approx(1 / 3)
+    assert analysis["exp3_uniform"]["final_mean_heldout"]["mean"] == pytest.approx(4.15)
 
 
 def test_curriculum_table_uses_the_averaged_model_where_there_is_one(mixing):
