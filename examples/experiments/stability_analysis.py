@@ -4,16 +4,18 @@ Definitions (stated again in docs/experiments.md):
 
 - **initial loss** l0: the held-out loss of the run's model before its first step.
 - **diverged**: a non-finite training loss or held-out loss, a crash, or a final training loss (mean of the last
-  10% of steps) at or above the training loss of step 1. The **divergence step** is the first step whose
-  training loss is non-finite or at or above the step-1 loss.
-- **loss spike**: a run that is not diverged but has such a step (it went back above its starting loss, then
+  10% of steps) at or above the training loss of step 1. The **event step** is the first step whose training
+  loss is non-finite or more than `SPIKE_MARGIN` nats above the step-1 loss (per-batch losses at initialisation
+  spread by ~0.05 nats, and the first steps of warm-up barely move the weights, so a bare `>=` fires on noise).
+- **loss spike**: a run that is not diverged but has an event step (it went back above its starting loss, then
   recovered). Diverged runs and loss spikes are the *events* the early-warning analysis looks for.
 - **LR sensitivity** (Wortsman et al. 2023, section 3.1): `mean over the LR grid of min(l(lr), l0) - min over the
   grid of l(lr)`, with l the final held-out loss (a diverged run counts as l0), per arm and seed.
 - **early warning**: for each metric, the threshold for a run is the largest value any *other* run without an
   event reached (leave-one-out, all arms together, as a user would set one alarm level). A run with an event is
   warned if the metric crosses its threshold at or before the event step (lead = event step - crossing step);
-  a run without an event whose metric crosses its threshold is a false alarm.
+  a run without an event whose metric crosses its threshold is a false alarm. The same is also computed with
+  thresholds from the runs of the same arm only (`early_warning_by_arm`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ METRICS = {
 }
 """The paper's five monitored quantities (worst block), plus the output head's operator norm."""
 
+SPIKE_MARGIN = 0.1
+"""nats above the step-1 training loss that make a step an event (see the module docstring)"""
+
 ARM_LABELS = {"no_qkln": "no QK-LN, no z", "qkln": "QK-LN", "qkln_maxz": "QK-LN + max-z (default)",
               "qkln_z": "QK-LN + z-loss"}
 
@@ -47,7 +52,7 @@ def divergence(run: dict[str, Any]) -> dict[str, Any]:
     if not losses:
         return {"diverged": run.get("error") is not None, "step": None, "event_step": None}
     first = losses[0][1]
-    step = next((s for s, v in losses[1:] if v is None or first is None or v >= first), None)
+    step = next((s for s, v in losses[1:] if v is None or first is None or v > first + SPIKE_MARGIN), None)
     tail = [v for _, v in losses[-max(1, len(losses) // 10):]]
     nonfinite = any(v is None for _, v in losses) or run.get("final_heldout_loss") is None
     diverged = nonfinite or run.get("error") is not None or (first is not None and mean(tail) >= first)
@@ -87,7 +92,9 @@ def _first_cross(run: dict[str, Any], key: str, threshold: float) -> int | None:
     return next((s for s, v in _values(run, key) if v is not None and abs(v) > threshold), None)
 
 
-def early_warning(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def early_warning(runs: list[dict[str, Any]], by_arm: bool = False) -> dict[str, Any]:
+    """See the module docstring; `by_arm`: thresholds only from runs of the same arm (one alarm level per model
+    configuration instead of one for all)."""
     status = {r["name"]: divergence(r) for r in runs}
     event = {name: s["diverged"] or s["event_step"] is not None for name, s in status.items()}
     stable = [r for r in runs if not event[r["name"]]]
@@ -95,7 +102,8 @@ def early_warning(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for metric, key in METRICS.items():
         rows, false_alarms, warned, late, missed = [], [], 0, 0, 0
         for run in runs:
-            others = [p for p in (_peak(o, key) for o in stable if o is not run) if p is not None]
+            peers = [o for o in stable if o is not run and (not by_arm or o["spec"]["arm"] == run["spec"]["arm"])]
+            others = [p for p in (_peak(o, key) for o in peers) if p is not None]
             if not others:
                 continue
             threshold = max(others)
@@ -167,6 +175,7 @@ def analyse(data: dict[str, Any]) -> dict[str, Any]:
                              "peaks": {m: _peak(r, k) for m, k in METRICS.items()}} for r in runs},
         "lr_sensitivity": lr_sensitivity(runs),
         "early_warning": early_warning(runs),
+        "early_warning_by_arm": early_warning(runs, by_arm=True),
         "best": best_runs(runs),
         "largest_stable_lr": {arm: max(lrs) for arm, lrs in stable_by_arm.items()},
         "spike_guard": guard_report(data),
@@ -174,11 +183,28 @@ def analyse(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def loss_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Final held-out loss per arm and LR (seeds separated by `/`; `div` marks a diverged run)."""
+    lrs = sorted({r["spec"]["lr"] for r in runs})
+    arms = list(dict.fromkeys(r["spec"]["arm"] for r in runs))
+    lines = ["| arm | " + " | ".join(f"{lr:g}" for lr in lrs) + " |", "|---|" + "---:|" * len(lrs)]
+    for arm in arms:
+        cells = []
+        for lr in lrs:
+            mine = sorted((r for r in runs if r["spec"]["arm"] == arm and r["spec"]["lr"] == lr), key=lambda r: r["spec"]["seed"])
+            cells.append(" / ".join(("div " if divergence(r)["diverged"] else "") + f"{r['final_heldout_loss'] or float('nan'):.2f}"
+                                    for r in mine))
+        lines.append(f"| {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def summary(data: dict[str, Any]) -> str:
     a = data.get("analysis") or {}
     if not a:
         return "no runs"
-    lines = ["| arm | LR sensitivity (mean over seeds) | per seed | best LR | held-out loss at best | output-head spectral / RMS->inf norm at best |",
+    lines = ["Final held-out loss (initial: %.2f):" % base_runs(data)[0]["initial_heldout_loss"], ""]
+    lines += loss_table(base_runs(data)) + [""]
+    lines += ["| arm | LR sensitivity (mean over seeds) | per seed | best LR | held-out loss at best | output-head spectral / RMS->inf norm at best |",
              "|---|---:|---|---:|---:|---|"]
     for arm, s in a["lr_sensitivity"].items():
         best = a["best"][arm]
@@ -187,11 +213,14 @@ def summary(data: dict[str, Any]) -> str:
         lines.append(f"| {ARM_LABELS.get(arm, arm)} | {s['mean']:.3f}" + (f" ± {s['std']:.3f}" if s["std"] else "")
                      + f" | {', '.join(f'{v:.3f}' for v in s['per_seed'].values())} | {best['lr']:g} | "
                      + f"{', '.join(f'{x:.3f}' for x in best['heldout_loss'])} | {norms} |")
-    lines += ["", "| metric | event runs warned (lead >= 0) | late | missed | median lead (steps) | false alarms / runs without event |",
-              "|---|---:|---:|---:|---:|---:|"]
-    for metric, w in a["early_warning"].items():
-        lines.append(f"| {metric} | {w['warned']} | {w['late']} | {w['missed']} | {w['median_lead']} | "
-                     f"{len(w['false_alarms'])} / {w['stable_runs']} |")
+    for title, table in (("one threshold for all arms", a["early_warning"]),
+                         ("thresholds per arm", a.get("early_warning_by_arm", {}))):
+        lines += ["", f"Early warning, {title}:", "",
+                  "| metric | event runs warned (lead >= 0) | late | missed | median lead (steps) | false alarms / runs without event |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for metric, w in table.items():
+            lines.append(f"| {metric} | {w['warned']} | {w['late']} | {w['missed']} | {w['median_lead']} | "
+                         f"{len(w['false_alarms'])} / {w['stable_runs']} |")
     if a["spike_guard"]:
         lines += ["", "| SpikeGuard run | diverged | held-out | without guard | skipped | rollbacks | gave up |",
                   "|---|---|---:|---:|---:|---:|---|"]
@@ -248,6 +277,21 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
     axes[1].set(xlabel="step", ylabel="mean output logit", title="Output logits")
     axes[0].legend(fontsize=7)
     written.append(_save(fig, out / "monitors_high_lr.png"))
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    last = lambda r, k: next((v for _, v in reversed(_values(r, k)) if v is not None), None)  # noqa: E731
+    for arm in arms:
+        mine = sorted((r for r in runs if r["spec"]["arm"] == arm), key=lambda r: r["spec"]["lr"])
+        for ax, value in zip(axes, (lambda r: _peak(r, METRICS["max_attn_logit"]),
+                                    lambda r: last(r, METRICS["output_norm_spectral"])), strict=True):
+            points = [(r["spec"]["lr"], value(r)) for r in mine if value(r) is not None]
+            ax.plot(*zip(*points, strict=True), "o", color=colors[arm], ms=4, label=ARM_LABELS.get(arm, arm))
+    axes[0].set(xscale="log", yscale="log", xlabel="peak learning rate", ylabel="peak max attention logit",
+                title="Attention-logit growth (all seeds)")
+    axes[1].set(xscale="log", yscale="log", xlabel="peak learning rate", ylabel="output-head spectral norm, last step",
+                title="Output-layer operator norm")
+    axes[0].legend(fontsize=8)
+    written.append(_save(fig, out / "monitors_vs_lr.png"))
 
     sens = lr_sensitivity(runs)
     fig, ax = plt.subplots(figsize=(6, 3.5))

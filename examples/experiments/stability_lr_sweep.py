@@ -50,6 +50,8 @@ ARMS: dict[str, dict[str, Any]] = {
 GUARD_VARIANTS: dict[str, dict[str, Any]] = {
     "skip_rollback": {},  # SpikeGuard's defaults: skip bad steps, roll back after 3 in a row
     "rollback_rewind": {"rewind_schedule": True},  # also rewind the step counter and LR schedule
+    # the README's example threshold: a measured step whose worst attention logit exceeds 100 is bad too
+    "attn_threshold": {"metric_thresholds": {"stability/max_attn_logit/max": 100.0}},
 }
 
 
@@ -314,6 +316,9 @@ def guard_specs(settings: Settings, results: Results) -> list[RunSpec]:
     runs = [r for r in results.data["runs"].values() if r["spec"]["guard"] is None]
     if not settings.guard or not runs:
         return []
+    done = [r["spec"] for r in results.data["runs"].values() if r["spec"]["guard"] is not None]
+    if done:  # a rerun of the sweep (e.g. with a new variant) keeps the run the earlier reruns were made of
+        return [RunSpec(done[0]["arm"], done[0]["lr"], done[0]["seed"], guard=variant) for variant in GUARD_VARIANTS]
     diverged = [r for r in runs if stability_analysis.divergence(r)["diverged"]]
     pool = diverged or [r for r in runs if r["spec"]["lr"] == max(x["spec"]["lr"] for x in runs)]
     worst = max(pool, key=lambda r: (r["spec"]["lr"], stability_analysis.capped_loss(r)))

@@ -45,7 +45,7 @@ def test_quick_mode_trains_every_arm_and_writes_results_and_figures(modules, tmp
     assert peak("no_qkln_lr1_s0") > 2 * peak("no_qkln_lr0.001_s0")
     assert set(data["analysis"]["lr_sensitivity"]) == {"no_qkln", "qkln_maxz"}
     assert set(data["analysis"]["early_warning"]) == set(modules[1].METRICS)
-    for figure in ("final_loss_vs_lr.png", "monitors_high_lr.png", "lr_sensitivity.png", "spike_guard.png"):
+    for figure in ("final_loss_vs_lr.png", "monitors_high_lr.png", "monitors_vs_lr.png", "lr_sensitivity.png", "spike_guard.png"):
         assert (tmp_path / figure).stat().st_size > 1000, figure
     again = sweep.main(["--quick", "--corpus", str(DEMO_DATA), "--output", str(tmp_path), "--analyse-only"])
     assert again["runs"].keys() == saved["runs"].keys()
@@ -65,11 +65,11 @@ def test_divergence_and_lr_sensitivity_follow_the_stated_definitions(modules):
     stable = _run("a", "x", 1e-3, [8.0, 6.0, 5.0, 4.0], 4.5)
     best = _run("b", "x", 1e-2, [8.0, 5.0, 4.0, 3.0], 3.5)
     nan = _run("c", "x", 1e-1, [8.0, 5.0, None, None], None)
-    back_up = _run("d", "x", 1.0, [8.0, 6.0, 7.5, 8.5], 9.0)  # ends above the step-1 loss
+    back_up = _run("d", "x", 1.0, [8.0, 6.0, 7.5, 8.05, 8.5], 9.0)  # ends above the step-1 loss
     spike = _run("e", "x", 3e-2, [8.0, 8.5, 6.0, 5.0], 5.5)  # back above its start, then recovered
     assert analysis.divergence(stable) == {"diverged": False, "step": None, "event_step": None}
     assert analysis.divergence(nan) == {"diverged": True, "step": 3, "event_step": 3}
-    assert analysis.divergence(back_up) == {"diverged": True, "step": 4, "event_step": 4}
+    assert analysis.divergence(back_up) == {"diverged": True, "step": 5, "event_step": 5}  # 8.05: within the margin
     assert analysis.divergence(spike) == {"diverged": False, "step": None, "event_step": 2}
     assert analysis.capped_loss(spike) == 5.5
     assert analysis.capped_loss(back_up) == 8.0  # diverged runs count as the initial loss
@@ -92,3 +92,17 @@ def test_early_warning_uses_thresholds_from_the_other_runs_without_event(modules
     assert rows["p1"]["lead_steps"] == -2
     assert [a["run"] for a in warning["false_alarms"]] == ["s3"]
     assert (warning["warned"], warning["late"], warning["missed"]) == (1, 1, 0)
+
+
+def test_per_arm_thresholds_ignore_other_arms(modules):
+    _, analysis = modules
+    runs = [
+        _run("a1", "a", 1e-3, [8, 6, 5, 4], 4.0, metric=[1, 2, 3, 3]),
+        _run("a2", "a", 1e-2, [8, 6, 5, 4], 4.0, metric=[1, 2, 4, 4]),
+        _run("b1", "b", 1e-3, [8, 6, 5, 4], 4.0, metric=[1, 50, 90, 90]),  # a large-valued arm
+        _run("a3", "a", 1.0, [8, 6, 7, 9], None, metric=[1, 10, 20, 30]),
+    ]
+    assert analysis.early_warning(runs)["max_attn_logit"]["missed"] == 1  # b1's level hides a3's growth
+    by_arm = analysis.early_warning(runs, by_arm=True)["max_attn_logit"]
+    (row,) = [r for r in by_arm["event_runs"] if r["run"] == "a3"]
+    assert (row["threshold"], row["cross_step"], row["lead_steps"]) == (4, 2, 2)
