@@ -311,15 +311,17 @@ def train_one(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> di
         evaluator = heldout_callback(windows, settings.eval_every, config.train.global_batch_tokens)
         built.trainer.add_callback(evaluator)
         run(built)
-        averaged = None
+        averaged = averaging = None
         if config.train.average_last:
             model = AutoModelForCausalLM.from_pretrained(config.run_dir / "final-averaged")
             averaged = heldout_losses(model, windows)
+            averaging = json.loads((config.run_dir / "final-averaged" / "averaging.json").read_text())
     history = built.trainer.state.log_history
     shutil.rmtree(config.run_dir, ignore_errors=True)
     return {
         "name": spec.name, "spec": asdict(spec), "config": run_config(spec, settings, prepared),
-        "heldout": evaluator.points, "averaged_heldout": averaged, "weights": weight_series(history),
+        "heldout": evaluator.points, "averaged_heldout": averaged, "averaging": averaging,
+        "weights": weight_series(history),
         "train_loss": [[e["step"], e["loss"]] for e in history if "loss" in e],
         "cpu_s": time.process_time() - started[0], "wall_s": time.time() - started[1],
     }
@@ -390,6 +392,8 @@ def analyse(data: dict[str, Any]) -> dict[str, Any]:
                 "final_per_source": {n: _stats([r["heldout"][-1]["losses"][n] for r in mine]) for n in names},
                 "steps_to_static_final": _stats(reach), "steps_to_static_final_per_seed": reach,
                 "steps_saved": _stats(saved), "never_reached": sum(x is None for x in reach),
+                "final_minus_static_paired": _stats([final_loss(r) - final_loss(static[r["spec"]["seed"]])
+                                                     for r in mine if r["spec"]["seed"] in static]),
             }
         out["mixing"] = arms
     cells = [r for r in runs if r["spec"]["experiment"] == "curriculum"]
@@ -403,12 +407,17 @@ def analyse(data: dict[str, Any]) -> dict[str, Any]:
                         "final_mean_heldout": _stats([final_loss(r) for r in mine]),
                         "unaveraged_final": _stats([mean_loss(r["heldout"][-1]["losses"]) for r in mine]),
                     }
-        gains = {}
+        gains, paired = {}, {}
+        by_cell = {(r["spec"]["arm"], r["spec"]["seed"]): final_loss(r) for r in cells}
         for schedule in SCHEDULES:
             a, b = table.get(f"shuffled_{schedule}"), table.get(f"curriculum_{schedule}")
             if a and b:
                 gains[schedule] = a["final_mean_heldout"]["mean"] - b["final_mean_heldout"]["mean"]
-        out["curriculum"] = {"table": table, "curriculum_gain": gains,
+                # paired by seed (same initial weights): removes most of the seed-to-seed spread
+                paired[schedule] = _stats([by_cell[(f"shuffled_{schedule}", s)] - by_cell[(f"curriculum_{schedule}", s)]
+                                           for (arm, s) in by_cell if arm == f"shuffled_{schedule}"
+                                           and (f"curriculum_{schedule}", s) in by_cell])
+        out["curriculum"] = {"table": table, "curriculum_gain": gains, "curriculum_gain_paired": paired,
                              "difficulty": data.get("prepared", {}).get("difficulty")}
     return out
 
@@ -481,8 +490,11 @@ def summary(data: dict[str, Any]) -> str:
                      f"(never: {row['never_reached']})")
     for cell, row in analysis.get("curriculum", {}).get("table", {}).items():
         lines.append(f"{cell:25s} final {_pm(row['final_mean_heldout'])}  (last weights: {_pm(row['unaveraged_final'])})")
-    for schedule, gain in analysis.get("curriculum", {}).get("curriculum_gain", {}).items():
-        lines.append(f"curriculum gain under {schedule}: {gain:+.4f}")
+    for schedule, gain in analysis.get("curriculum", {}).get("curriculum_gain_paired", {}).items():
+        lines.append(f"curriculum gain under {schedule} (shuffled - curriculum, paired by seed): {_pm(gain)}")
+    for arm, row in analysis.get("mixing", {}).items():
+        if arm.startswith("exp3"):
+            lines.append(f"{arm} - its static arm, paired by seed: {_pm(row['final_minus_static_paired'])}")
     return "\n".join(lines)
 
 

@@ -88,6 +88,7 @@ def test_steps_to_the_static_final_pair_seeds_interpolate_and_count_misses(mixin
     assert analysis["exp3_uniform"]["never_reached"] == 1
     assert analysis["exp3_uniform"]["steps_saved"]["mean"] == pytest.approx(1 / 3)
     assert analysis["exp3_uniform"]["final_mean_heldout"]["mean"] == pytest.approx(4.15)
+    assert analysis["exp3_uniform"]["final_minus_static_paired"]["mean"] == pytest.approx(((3.8 - 4.0) + (4.5 - 4.2)) / 2)
 
 
 def test_curriculum_table_uses_the_averaged_model_where_there_is_one(mixing):
@@ -97,3 +98,4 @@ def test_curriculum_table_uses_the_averaged_model_where_there_is_one(mixing):
     assert out["table"]["curriculum_constant_avg"]["final_mean_heldout"]["mean"] == pytest.approx(4.2)
     assert out["table"]["curriculum_constant_avg"]["unaveraged_final"]["mean"] == pytest.approx(5.0)
     assert out["curriculum_gain"] == {"cosine": pytest.approx(-0.1), "constant_avg": pytest.approx(0.3)}
+    assert out["curriculum_gain_paired"]["constant_avg"]["mean"] == pytest.approx(0.3)
