@@ -5,7 +5,7 @@ Wortsman et al. 2023 ("Small-scale proxies for large-scale Transformer training 
 rates. This script does the same with `wonton_hf`'s normal training path (run config -> `build_trainer`: the
 HF Trainer, the Online Data Scheduler, the StabilityMonitor) for several arms over a log grid of peak LRs:
 
-    python examples/experiments/stability_lr_sweep.py                       # the full sweep (~1 h on 2 CPU cores)
+    python examples/experiments/stability_lr_sweep.py --jobs 2              # the full sweep (~1 h on 2 shared CPU cores)
     python examples/experiments/stability_lr_sweep.py --quick --output /tmp/q   # 2 LRs x 2 arms x 6 steps (seconds)
     python examples/experiments/stability_lr_sweep.py --analyse-only --output outputs/stability-sweep
 
@@ -84,7 +84,7 @@ class Settings:
     lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0])
     arms: list[str] = field(default_factory=lambda: ["no_qkln", "qkln", "qkln_maxz"])
     seeds: int = 1
-    extra_seed_arms: list[str] = field(default_factory=lambda: ["no_qkln", "qkln_maxz"])
+    extra_seed_arms: list[str] = field(default_factory=lambda: ["no_qkln", "qkln", "qkln_maxz"])
     extra_seeds: int = 1
     guard: bool = True
     jobs: int = 2
@@ -268,10 +268,11 @@ def grid(settings: Settings) -> list[RunSpec]:
 class Results:
     """results.json, rewritten after every run (atomically), so a stopped sweep keeps its finished runs."""
 
-    def __init__(self, path: Path, settings: Settings) -> None:
+    def __init__(self, path: Path, settings: Settings | None) -> None:
         self.path = path
         self.data = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
-        self.data.setdefault("invocations", []).append(asdict(settings))
+        if settings is not None:  # the settings of every invocation that trained runs into this file
+            self.data.setdefault("invocations", []).append(asdict(settings))
 
     def add(self, result: dict[str, Any]) -> None:
         self.data["runs"][result["name"]] = result
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     analyse_only = settings.__dict__.pop("analyse_only")
     out = Path(settings.output)
     out.mkdir(parents=True, exist_ok=True)
-    results = Results(out / "results.json", settings)
+    results = Results(out / "results.json", None if analyse_only else settings)
     if not analyse_only:
         started = time.time()
         prepared = prepare(settings)
@@ -379,7 +380,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results.data["analysis"] = stability_analysis.analyse(results.data)
     results.save()
     stability_analysis.plot(results.data, out)
-    print(stability_analysis.summary(results.data))
+    summary = stability_analysis.summary(results.data)
+    (out / "summary.md").write_text(summary + "\n", encoding="utf-8")
+    print(summary)
     return results.data
 
 
