@@ -202,7 +202,7 @@ def summary(data: dict[str, Any]) -> str:
     a = data.get("analysis") or {}
     if not a:
         return "no runs"
-    lines = ["Final held-out loss (initial: %.2f):" % base_runs(data)[0]["initial_heldout_loss"], ""]
+    lines = [f"Final held-out loss (initial: {base_runs(data)[0]['initial_heldout_loss']:.2f}):", ""]
     lines += loss_table(base_runs(data)) + [""]
     lines += ["| arm | LR sensitivity (mean over seeds) | per seed | best LR | held-out loss at best | output-head spectral / RMS->inf norm at best |",
              "|---|---:|---|---:|---:|---|"]
