@@ -309,6 +309,12 @@ def _document_mask(
     batch, q_len = inputs_embeds.shape[:2]
     device = inputs_embeds.device
     positions = position_ids.to(device).expand(batch, -1)
+    if q_len == 1 and not is_tracing(positions):
+        # Decoding, eagerly: the rule below excludes nothing unless a real token's position is smaller than the
+        # real tokens before it (a packed prefill). Two reductions instead of the full rule's dozen small ops.
+        before = attention_mask.sum(-1) - attention_mask[:, -1] if attention_mask is not None else past_seen
+        if bool((positions[:, 0] >= before).all()):
+            return None
     # A static cache's length is a tensor updated in place by the first layer: freeze today's value.
     offset = past_seen.clone() if isinstance(past_seen, torch.Tensor) else past_seen
 
