@@ -86,9 +86,11 @@ def main() -> None:
         ours, theirs = WontonForCausalLM(config), neox_like(config)
         label = f"train step, QK-LayerNorm {'on' if qk_layernorm else 'off'}"
         compare(label, lambda m: train_tokens_per_second(m, ids, args.steps), ours, theirs, args.rounds)
-    config = WontonConfig.from_preset("wonton-tiny", attn_implementation="sdpa")
-    compare("generation with KV cache (QK-LayerNorm on)",
-            lambda m: generate_tokens_per_second(m, prompt, args.new_tokens), WontonForCausalLM(config), neox_like(config), args.rounds)
+    for qk_layernorm in (False, True):
+        config = WontonConfig.from_preset("wonton-tiny", qk_layernorm=qk_layernorm, attn_implementation="sdpa")
+        compare(f"generation with KV cache, QK-LayerNorm {'on' if qk_layernorm else 'off'}",
+                lambda m: generate_tokens_per_second(m, prompt, args.new_tokens), WontonForCausalLM(config),
+                neox_like(config), args.rounds)
 
 
 if __name__ == "__main__":
