@@ -104,6 +104,20 @@ def test_metric_threshold_from_an_earlier_monitor_skips(tmp_path):
     assert recorder.changed == {1: True, 2: False, 3: True}
 
 
+def test_monitor_thresholds_roll_back_although_the_monitor_measures_every_other_step(tmp_path):
+    """Steps 2, 4, 6 are measured and bad; 3 and 5 are not measured: they must not end the streak."""
+    model = tiny_model()
+    run = trainer(model, training_args(tmp_path, max_steps=7, save_strategy="steps", save_steps=1))
+    guard = SpikeGuard(metric_thresholds={"stability/max_attn_logit/max": 0.0}, max_bad_steps=3)
+    add_monitors(run, StabilityMonitor(every_n_steps=2), guard)
+    run.train()
+    history = run.state.log_history
+    assert _events(history, "skip") == [2, 4, 6]
+    assert _events(history, "rollback") == [6]
+    rollback_entry = next(e for e in history if e.get("spike/rollback"))
+    assert rollback_entry["spike/rollback_to_step"] == 1.0  # the last step before the first bad measurement
+
+
 def test_repeated_trouble_rolls_back_to_the_last_good_checkpoint_and_finishes(tmp_path):
     model = tiny_model()
     FaultInjector(model, {5: float("nan"), 6: float("nan"), 7: float("nan")})  # steps 6, 7, 8 are bad

@@ -70,7 +70,8 @@ class SpikeGuard(LoggingCallback, ExportableState):
     metric_thresholds: dict[str, float] = field(default_factory=dict)
     """metric key -> bound; a step whose published metric exceeds it is bad (publishers must come first)"""
     max_bad_steps: int = 3
-    """M: this many bad steps in a row trigger a rollback"""
+    """M: this many bad steps in a row trigger a rollback (for `metric_thresholds`, steps the monitors measured:
+    an unmeasured step in between neither breaks nor extends the streak)"""
     max_rollbacks: int = 5
     """rollbacks allowed in one run; one more stops training with an error in the log"""
     rollback: bool = True
@@ -94,7 +95,8 @@ class SpikeGuard(LoggingCallback, ExportableState):
 
     @staticmethod
     def _fresh_state() -> dict[str, Any]:
-        return {"losses": [], "bad_in_a_row": 0, "last_good_step": 0, "skipped": 0, "rollbacks": 0, "events": []}
+        return {"losses": [], "bad_in_a_row": 0, "streak_from_metrics": False, "last_good_step": 0, "skipped": 0,
+                "rollbacks": 0, "events": []}
 
     # -- state (plain dict; also saved by the Trainer in trainer_state.json via ExportableState) -------------
 
@@ -149,11 +151,18 @@ class SpikeGuard(LoggingCallback, ExportableState):
             return
         step = state.global_step + 1
         loss = self._capture.reduce(args).get("loss")
-        reason = self._judge(loss, step_metrics(model, step))
+        published = step_metrics(model, step)
+        reason = self._judge(loss, published)
         if reason is None:
+            if self._state["streak_from_metrics"] and not any(key in published for key in self.metric_thresholds):
+                # Monitors measure every n-th step; a step they did not measure is no evidence that the trouble
+                # they saw is over: the update goes through, the streak neither ends nor grows, and the last good
+                # step stays before it (a rollback must not land after the first bad measurement).
+                return
             self._accept(step, loss)
             return
         self._state["bad_in_a_row"] += 1
+        self._state["streak_from_metrics"] = not reason.startswith(("non_finite_loss", "loss_spike"))
         if not self._deepspeed:
             for parameter in model.parameters():
                 parameter.grad = None  # the optimizer skips parameters without a gradient: nothing changes
@@ -182,6 +191,7 @@ class SpikeGuard(LoggingCallback, ExportableState):
 
     def _accept(self, step: int, loss: float | None) -> None:
         self._state["bad_in_a_row"] = 0
+        self._state["streak_from_metrics"] = False
         self._state["last_good_step"] = step
         if loss is not None:
             self._state["losses"] = (self._state["losses"] + [loss])[-self.window:]
@@ -215,6 +225,7 @@ class SpikeGuard(LoggingCallback, ExportableState):
             control.should_training_stop = self._stopped = True
             return
         self._state["bad_in_a_row"] = 0
+        self._state["streak_from_metrics"] = False
         checkpoint = newest_complete_checkpoint(args.output_dir, at_or_before=self._state["last_good_step"])
         if checkpoint is None:
             self._event(control, step, "rollback_unavailable",
