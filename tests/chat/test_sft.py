@@ -73,6 +73,9 @@ def test_config_errors_name_the_field(tmp_path, messages_file):
         load_sft_config(path, ["train.deepspeed=/nonexistent/zero2.json"]).check_files()
     with pytest.raises(ValueError, match=r"data.sources\[0\].path: format messages has no default"):
         load_sft_config(path, ["data.sources[0].path=null"])
+    # Schedulers that need options SFT configs do not carry fail here, not inside transformers.
+    with pytest.raises(ValueError, match=r"train.lr_scheduler_type: .*warmup_stable_decay.*needs options"):
+        load_sft_config(path, ["train.lr_scheduler_type=warmup_stable_decay"])
 
 
 def test_paper_defaults():

@@ -92,6 +92,11 @@ class SFTDataConfig(Section):
     """processes for TRL's tokenisation (`dataset_num_proc`)"""
 
 
+SFT_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                  "inverse_sqrt")
+"""transformers schedulers that run with no `lr_scheduler_kwargs`"""
+
+
 class SFTTrainConfig(CommonTrainFields, OptimizerFields):
     epochs: float = Field(3.0, gt=0)
     """paper: 1-3"""
@@ -109,6 +114,16 @@ class SFTTrainConfig(CommonTrainFields, OptimizerFields):
     """checkpoints kept (oldest deleted first); null keeps all"""
     assistant_only_loss: bool = True
     """loss on answers (and their </s>) only, as in the report; false trains on every token"""
+
+    @field_validator("lr_scheduler_type")
+    @classmethod
+    def _scheduler_needs_no_options(cls, value: str) -> str:
+        # These need options an SFT config does not carry (a floor, WSD's phases, an eval metric) and would
+        # otherwise fail inside transformers after the model is loaded.
+        if value not in SFT_SCHEDULERS:
+            raise ValueError(f"{value!r} needs options SFT configs do not set; use one of {', '.join(SFT_SCHEDULERS)} "
+                             "(pretraining run configs set WSD and cosine floors)")
+        return value
 
     @field_validator("max_steps")
     @classmethod
