@@ -286,14 +286,17 @@ class Exp3Feedback:
 
     smoothing: float = 0.9
     """Moving-average factor of the rewards (ODM's alpha)."""
-    learning_rate: float | None = None
-    """EXP3 step size; None uses ODM's decaying `sqrt(ln K / (K t))`."""
+    learning_rate: float | None = 1.0
+    """EXP3 step size per nat of smoothed loss; None uses ODM's decaying `sqrt(ln K / (K t))`, which is far too
+    small for rewards that are plain losses (ODM's are importance-weighted, K times larger): with it the policy
+    barely moves in any run length (docs/experiments.md, mixing). 1.0 is the value measured to help."""
     min_weight: float = 0.0
     """Lower clamp of each final (normalised) weight."""
     max_weight: float = 1.0
     """Upper clamp of each final (normalised) weight."""
-    update_every: int = 10
-    """Optimizer steps between two updates."""
+    update_every: int = 1
+    """Optimizer steps between two updates. The policy is exactly uniform for the first ~K ln K updates (the
+    exploration floor), so a sparse default (it was 10) keeps a 9-source mix unchanged for 200 steps."""
     enabled: bool = True
 
     def __post_init__(self) -> None:
