@@ -31,7 +31,6 @@ import statistics
 import sys
 import sysconfig
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
-from stability_lr_sweep import split_corpus  # noqa: E402  (next to this script: the same held-out rule)
+from harness import Results, default_corpus, execute, split_corpus  # noqa: E402  (next to this script)
 
 logger = logging.getLogger("mixing")
 
@@ -87,8 +86,9 @@ class Settings:
     curriculum_seeds: int = 2
     experiments: list[str] = field(default_factory=lambda: ["mixing", "curriculum"])
     exp3: dict[str, Any] = field(default_factory=lambda: {"update_every": 1, "learning_rate": 1.0})
-    """`Exp3Feedback` options of the exp3 arms. Not the package defaults: with 9 sources their policy is exactly
-    uniform (so the mix is exactly the base weights) for the first 20 updates, i.e. 200 steps at update_every 10"""
+    """`Exp3Feedback` options of the exp3 arms, spelled out so the experiment does not follow later default changes.
+    They became the package defaults after this experiment; the former ones (update_every 10, ODM's decaying step)
+    left the policy exactly uniform for the first 20 updates (200 steps) with 9 sources"""
     curriculum_strength: float = 1.6
     """start weight of a source = base x (1 + strength x (0.5 - difficulty rank)); the end mirrors it"""
     wsd_decay_fraction: float = 0.2
@@ -518,49 +518,8 @@ def grid(settings: Settings) -> list[RunSpec]:
     return specs
 
 
-class Results:
-    """results.json, rewritten after every run (atomically), so a stopped experiment keeps its finished runs."""
-
-    def __init__(self, path: Path, settings: Settings) -> None:
-        self.path = path
-        self.data = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
-        self.data.setdefault("invocations", []).append(asdict(settings))
-
-    def add(self, result: dict[str, Any]) -> None:
-        self.data["runs"][result["name"]] = result
-        self.save()
-
-    def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, allow_nan=False))
-        tmp.replace(self.path)
-
-
-def execute(specs: list[RunSpec], settings: Settings, prepared: dict[str, Any], results: Results) -> None:
-    todo = [s for s in specs if s.name not in results.data["runs"]]
-    os.environ.update(TOKENIZERS_PARALLELISM="false", RAYON_NUM_THREADS="1")
-    if settings.jobs == 1 or len(todo) <= 1:
-        for spec in todo:
-            results.add(train_one(spec, settings, prepared))
-            _log(results.data["runs"][spec.name])
-        return
-    import multiprocessing
-
-    os.environ["OMP_NUM_THREADS"] = "1"
-    with ProcessPoolExecutor(settings.jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
-        futures = {pool.submit(train_one, spec, settings, prepared): spec for spec in todo}
-        for future in as_completed(futures):
-            results.add(future.result())
-            _log(results.data["runs"][futures[future].name])
-
-
 def _log(run: dict[str, Any]) -> None:
     logger.info("%-40s held-out %.4f  (%.0f s)", run["name"], final_loss(run), run["wall_s"])
-
-
-def default_corpus() -> str:
-    shared = REPO.parent / "shared" / "corpus"
-    return str(shared) if shared.is_dir() else str(REPO / "wonton_hf" / "demo" / "data")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Settings, bool]:
@@ -606,7 +565,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         started = time.time()
         prepared = prepare(settings)
         results.data["prepared"] = {"difficulty": prepared["difficulty"], "names": prepared["names"]}
-        execute(grid(settings), settings, prepared, results)
+        execute(grid(settings), train_one, settings, prepared, results, _log)
         results.data["wall_s"] = results.data.get("wall_s", 0.0) + time.time() - started
     results.data["cpu_s"] = sum(r["cpu_s"] for r in results.data["runs"].values())
     results.data["analysis"] = analyse(results.data)

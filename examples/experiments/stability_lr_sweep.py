@@ -19,14 +19,11 @@ the highest-LR diverged run with SpikeGuard, and write the analysis and figures 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import logging
 import math
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +33,7 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 import stability_analysis  # noqa: E402  (next to this script)
+from harness import Results, default_corpus, execute, split_corpus  # noqa: E402
 
 logger = logging.getLogger("stability_lr_sweep")
 
@@ -96,34 +94,6 @@ QUICK = {"steps": 6, "seq_len": 64, "batch_size": 2, "vocab_size": 512, "tokeniz
 
 
 # -- data ------------------------------------------------------------------------------------------------------
-
-
-def corpus_files(corpus: Path) -> dict[str, Path]:
-    """language -> file, from `*_LANG.jsonl`, `*_LANG.jsonl.gz` (the shared corpus' layout) or `LANG.jsonl`."""
-    files = sorted(p for p in corpus.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz")))
-    found = {p.name.split(".")[0].rsplit("_", 1)[-1]: p for p in files}
-    if not found:
-        raise SystemExit(f"--corpus {corpus}: no *.jsonl / *.jsonl.gz files; give a folder with one file per language.")
-    return found
-
-
-def split_corpus(corpus: Path, target: Path, every: int = 10) -> dict[str, dict[str, str]]:
-    """Documents 0, `every`, 2*`every`, ... of each language go to the held-out file, the rest to training
-    (starting at 0 so that even a file of a few documents, like the embedded demo's, holds one out)."""
-    target.mkdir(parents=True, exist_ok=True)
-    splits = {}
-    for language, path in corpus_files(corpus).items():
-        train, heldout = target / f"train_{language}.jsonl", target / f"heldout_{language}.jsonl"
-        if not heldout.is_file():
-            opener = gzip.open if path.name.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8") as src, open(f"{train}.tmp", "w", encoding="utf-8") as tr, \
-                    open(f"{heldout}.tmp", "w", encoding="utf-8") as ho:
-                for i, line in enumerate(src):
-                    (ho if i % every == 0 else tr).write(line)
-            os.replace(f"{train}.tmp", train)
-            os.replace(f"{heldout}.tmp", heldout)  # last: its presence marks a finished split
-        splits[language] = {"train": str(train), "heldout": str(heldout)}
-    return splits
 
 
 def sources(splits: dict[str, dict[str, str]], part: str) -> list[dict[str, Any]]:
@@ -265,45 +235,6 @@ def grid(settings: Settings) -> list[RunSpec]:
     return specs + extra
 
 
-class Results:
-    """results.json, rewritten after every run (atomically), so a stopped sweep keeps its finished runs."""
-
-    def __init__(self, path: Path, settings: Settings | None) -> None:
-        self.path = path
-        self.data = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
-        if settings is not None:  # the settings of every invocation that trained runs into this file
-            self.data.setdefault("invocations", []).append(asdict(settings))
-
-    def add(self, result: dict[str, Any]) -> None:
-        self.data["runs"][result["name"]] = result
-        self.save()
-
-    def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, allow_nan=False))
-        tmp.replace(self.path)
-
-
-def execute(specs: list[RunSpec], settings: Settings, prepared: dict[str, Any], results: Results) -> None:
-    todo = [s for s in specs if s.name not in results.data["runs"]]
-    if not todo:
-        return
-    os.environ.update(TOKENIZERS_PARALLELISM="false", RAYON_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    if settings.jobs == 1:  # in this process: no start-up cost per run (what --quick and its test use)
-        for spec in todo:
-            results.add(train_one(spec, settings, prepared))
-            _log(results.data["runs"][spec.name])
-        return
-    import multiprocessing
-
-    with ProcessPoolExecutor(settings.jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
-        futures = {pool.submit(train_one, spec, settings, prepared): spec for spec in todo}
-        for future in as_completed(futures):
-            result = future.result()
-            results.add(result)
-            _log(result)
-
-
 def _log(result: dict[str, Any]) -> None:
     logger.info("%-40s held-out %s  (%.0f s)", result["name"], _fmt(result["final_heldout_loss"]), result["wall_s"])
 
@@ -325,11 +256,6 @@ def guard_specs(settings: Settings, results: Results) -> list[RunSpec]:
     worst = max(pool, key=lambda r: (r["spec"]["lr"], stability_analysis.capped_loss(r)))
     spec = worst["spec"]
     return [RunSpec(spec["arm"], spec["lr"], spec["seed"], guard=variant) for variant in GUARD_VARIANTS]
-
-
-def default_corpus() -> str:
-    shared = REPO.parent / "shared" / "corpus"
-    return str(shared) if shared.is_dir() else str(REPO / "wonton_hf" / "demo" / "data")
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -374,8 +300,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not analyse_only:
         started = time.time()
         prepared = prepare(settings)
-        execute(grid(settings), settings, prepared, results)
-        execute(guard_specs(settings, results), settings, prepared, results)
+        execute(grid(settings), train_one, settings, prepared, results, _log)
+        execute(guard_specs(settings, results), train_one, settings, prepared, results, _log)
         results.data["sweep_wall_s"] = results.data.get("sweep_wall_s", 0.0) + time.time() - started
     results.data["analysis"] = stability_analysis.analyse(results.data)
     results.save()
