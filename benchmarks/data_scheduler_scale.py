@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data_scheduler_throughput import LANGUAGES, get_tokenizer, load_texts  # noqa: E402
+from data_scheduler_throughput import LANGUAGES, datasets_stream, get_tokenizer, load_texts  # noqa: E402
 
 
 def rss() -> int:
@@ -44,23 +44,8 @@ def first_window_ours(tokenizer, corpus: Path) -> float:
 
 
 def first_window_datasets(tokenizer, corpus: Path) -> float:
-    import datasets
-    from datasets import interleave_datasets, load_dataset
-
-    datasets.disable_progress_bars()
     start = time.perf_counter()
-    streams = [
-        load_dataset("json", data_files=str(corpus / f"lo_{lang}.jsonl.gz"), split="train", streaming=True)
-        for lang in LANGUAGES
-    ]
-    eos = tokenizer.eos_token_id
-
-    def tokenize(batch):
-        return {"input_ids": [ids + [eos] for ids in tokenizer(batch["text"], add_special_tokens=False)["input_ids"]]}
-
-    mixed = interleave_datasets(streams, seed=0).map(
-        tokenize, batched=True, batch_size=1000, remove_columns=["id", "lang", "text"]
-    )
+    mixed = datasets_stream(tokenizer, corpus)
     buffer: list[int] = []
     for row in mixed:
         buffer.extend(row["input_ids"])

@@ -119,7 +119,9 @@ def scheduler_pass(
     return real / (time.perf_counter() - start), real / positions
 
 
-def datasets_pass(tokenizer, corpus: Path, seq_len: int) -> float:
+def datasets_stream(tokenizer, corpus: Path, **interleave: object):
+    """The baseline pipeline up to tokens: `load_dataset(..., streaming=True)` per source, `interleave_datasets`,
+    batched `map` tokenisation with an EOS per document (also the first-window baseline of data_scheduler_scale.py)."""
     import datasets
     from datasets import interleave_datasets, load_dataset
 
@@ -133,8 +135,12 @@ def datasets_pass(tokenizer, corpus: Path, seq_len: int) -> float:
     def tokenize(batch):
         return {"input_ids": [ids + [eos] for ids in tokenizer(batch["text"], add_special_tokens=False)["input_ids"]]}
 
-    mixed = interleave_datasets(streams, seed=0, stopping_strategy="all_exhausted_without_replacement")
-    mixed = mixed.map(tokenize, batched=True, batch_size=1000, remove_columns=["id", "lang", "text"])
+    mixed = interleave_datasets(streams, seed=0, **interleave)
+    return mixed.map(tokenize, batched=True, batch_size=1000, remove_columns=["id", "lang", "text"])
+
+
+def datasets_pass(tokenizer, corpus: Path, seq_len: int) -> float:
+    mixed = datasets_stream(tokenizer, corpus, stopping_strategy="all_exhausted_without_replacement")
     start = time.perf_counter()
     buffer: list[int] = []
     tokens = 0
