@@ -74,6 +74,16 @@ class Results:
         tmp.replace(self.path)
 
 
+def save_figure(dpi: int, fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure and close it (a sweep draws many; open figures would pile up)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
 def execute(
     specs: list[Any],
     train_one: Callable[[Any, Any, dict[str, Any]], dict[str, Any]],

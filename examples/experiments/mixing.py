@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
-from harness import Results, default_corpus, execute, split_corpus  # noqa: E402  (next to this script)
+from harness import Results, default_corpus, execute, save_figure, split_corpus  # noqa: E402  (next to this script)
 
 logger = logging.getLogger("mixing")
 
@@ -444,7 +444,7 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
         ax.set(xlabel="tokens", ylabel="mean held-out loss (9 sources)", title="Loss-driven mixing")
         ax.set_ylim(top=min(ax.get_ylim()[1], 9))
         ax.legend()
-        written.append(_save(fig, out / "mixing_heldout_vs_tokens.png"))
+        written.append(save_figure(110, fig, out / "mixing_heldout_vs_tokens.png"))
         exp3 = [r for r in mixing if r["spec"]["arm"].startswith("exp3") and r["spec"]["seed"] == 0]
         if exp3:
             fig, axes = plt.subplots(1, len(exp3), figsize=(6 * len(exp3), 4), squeeze=False)
@@ -453,7 +453,7 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
                     ax.plot([s for s, _ in points], [w for _, w in points], label=name)
                 ax.set(xlabel="step", ylabel="weight", title=f"{run['spec']['arm']} (seed 0)")
             axes[0][-1].legend(fontsize=7, ncol=2)
-            written.append(_save(fig, out / "mixing_weights.png"))
+            written.append(save_figure(110, fig, out / "mixing_weights.png"))
     table = data.get("analysis", {}).get("curriculum", {}).get("table", {})
     if table:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -469,17 +469,9 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
         ax.set_xticks(range(len(SCHEDULES)), ["cosine", "WSD", "constant + averaging"])
         ax.set(ylabel="final mean held-out loss", title="Curriculum x LR schedule")
         ax.legend()
-        written.append(_save(fig, out / "curriculum_schedule.png"))
+        written.append(save_figure(110, fig, out / "curriculum_schedule.png"))
     return written
 
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
 
 
 def summary(data: dict[str, Any]) -> str:

@@ -26,6 +26,8 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import Any
 
+from harness import save_figure  # next to this script (the sweep and the tests put this folder on sys.path)
+
 METRICS = {
     "max_attn_logit": "stability/max_attn_logit/max",
     "query_norm": "stability/query_norm/max",
@@ -260,7 +262,7 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
     ax.set(xscale="log", xlabel="peak learning rate", ylabel="final held-out loss (diverged = initial)",
            title="Final loss vs learning rate (x: diverged)")
     ax.legend(fontsize=8)
-    written.append(_save(fig, out / "final_loss_vs_lr.png"))
+    written.append(save_figure(80, fig, out / "final_loss_vs_lr.png"))
 
     top = sorted({r["spec"]["lr"] for r in runs})[-2:]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -276,7 +278,7 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
     axes[0].set(yscale="log", xlabel="step", ylabel="max attention logit (worst block)", title="Attention logits")
     axes[1].set(xlabel="step", ylabel="mean output logit", title="Output logits")
     axes[0].legend(fontsize=7)
-    written.append(_save(fig, out / "monitors_high_lr.png"))
+    written.append(save_figure(80, fig, out / "monitors_high_lr.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     last = lambda r, k: next((v for _, v in reversed(_values(r, k)) if v is not None), None)  # noqa: E731
@@ -291,7 +293,7 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
     axes[1].set(xscale="log", yscale="log", xlabel="peak learning rate", ylabel="output-head spectral norm, last step",
                 title="Output-layer operator norm")
     axes[0].legend(fontsize=8)
-    written.append(_save(fig, out / "monitors_vs_lr.png"))
+    written.append(save_figure(80, fig, out / "monitors_vs_lr.png"))
 
     sens = lr_sensitivity(runs)
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -300,7 +302,7 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
         ax.plot([i] * len(sens[arm]["per_seed"]), list(sens[arm]["per_seed"].values()), "k.", ms=6)
     ax.set_xticks(range(len(arms)), [ARM_LABELS.get(a, a) for a in arms], fontsize=8)
     ax.set(ylabel="LR sensitivity (nats)", title="LR sensitivity per arm (dots: seeds)")
-    written.append(_save(fig, out / "lr_sensitivity.png"))
+    written.append(save_figure(80, fig, out / "lr_sensitivity.png"))
 
     guards = [r for r in data["runs"].values() if r["spec"]["guard"] is not None]
     if guards:
@@ -314,7 +316,7 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
             ax.plot(*zip(*points, strict=True), lw=0.8, label=label)
         ax.set(xlabel="step", ylabel="training loss", title=f"{ARM_LABELS.get(spec['arm'], spec['arm'])}, lr {spec['lr']:g}")
         ax.legend(fontsize=8)
-        written.append(_save(fig, out / "spike_guard.png"))
+        written.append(save_figure(80, fig, out / "spike_guard.png"))
     return written
 
 
