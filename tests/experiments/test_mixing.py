@@ -5,22 +5,15 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "examples" / "experiments"
-DEMO_DATA = Path(__file__).resolve().parents[2] / "wonton_hf" / "demo" / "data"
+from .conftest import DEMO_DATA
 
 
 @pytest.fixture(scope="module")
-def mixing():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        yield importlib.import_module("mixing")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+def mixing(experiments_on_path):
+    return importlib.import_module("mixing")
 
 
 def test_quick_mode_runs_every_arm_and_cell_and_writes_results_and_figures(mixing, tmp_path):

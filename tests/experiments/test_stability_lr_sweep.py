@@ -5,22 +5,15 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "examples" / "experiments"
-DEMO_DATA = Path(__file__).resolve().parents[2] / "wonton_hf" / "demo" / "data"
+from .conftest import DEMO_DATA
 
 
 @pytest.fixture(scope="module")
-def modules():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        yield importlib.import_module("stability_lr_sweep"), importlib.import_module("stability_analysis")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+def modules(experiments_on_path):
+    return importlib.import_module("stability_lr_sweep"), importlib.import_module("stability_analysis")
 
 
 def test_quick_mode_trains_every_arm_and_writes_results_and_figures(modules, tmp_path):
