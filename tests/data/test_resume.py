@@ -90,11 +90,13 @@ def consumed_tokens(windows) -> dict[int, Counter]:
     return out
 
 
-def run_ranks(corpus, tokenizer, world, windows_per_rank, states=None, num_workers=0):
+def run_ranks(corpus, tokenizer, world, windows_per_rank, states=None, num_workers=0, **kwargs):
     """Each rank consumes the same number of windows (as ranks do in lockstep); None = until exhausted."""
     consumed, new_states = [], []
     for rank in range(world):
-        scheduler = make(corpus, tokenizer, exhaustion="stop", rank=rank, world_size=world, seed=11, batch_size=1)
+        scheduler = make(
+            corpus, tokenizer, exhaustion="stop", rank=rank, world_size=world, seed=11, batch_size=1, **kwargs
+        )
         if states is not None:
             scheduler.load_state_dict({"ranks": roundtrip(states)})
         got = []
@@ -127,6 +129,36 @@ def test_ranks_and_workers_read_disjoint_data(corpus, tokenizer):
     windows, _ = run_ranks(corpus, tokenizer, 2, None, num_workers=2)
     got = consumed_tokens(windows)
     assert got == expected_tokens(tokenizer)  # together exactly once each, so no two shards overlapped
+
+
+def test_a_source_with_fewer_files_than_shards_is_split_evenly(corpus, tokenizer):
+    """One block holds all of `de` (150 records in 1 file, block_size 1024): split by blocks, one of 2 shards would
+    get all of it; split by records, each gets half (documents emitted per shard, counted from the states)."""
+    _, states = run_ranks(corpus, tokenizer, 2, None, block_size=1024)
+    documents = {name: [s["roles"]["0"]["documents"][name] for s in states] for name in ("de", "fr", "en", "zh")}
+    assert documents == {"de": [75, 75], "fr": [50, 50], "en": [100, 100], "zh": [100, 50]}  # en, zh: whole files
+
+
+def test_version_2_states_are_migrated_only_where_the_split_did_not_change(corpus, tokenizer):
+    """Version 2 split a source with fewer files than shards by blocks: such positions are refused, naming the
+    source; a state whose sources all had enough files means the same now and is taken."""
+    _, states = run_ranks(corpus, tokenizer, 2, 5)
+    old = [dict(roundtrip(s), version=2) for s in states]
+    with pytest.raises(ValueError, match="split source `de` \\(1 files\\) over 2 shards by blocks"):
+        make(corpus, tokenizer, exhaustion="stop", rank=0, world_size=2, seed=11, batch_size=1).load_state_dict(
+            old[0]
+        )
+    single = make(corpus, tokenizer, exhaustion="stop", seed=11, batch_size=1)
+    list(islice(batches(single, 0, batch_size=1), 5))
+    expected = [b["input_ids"] for b in islice(batches(_resumed(single.state_dict(), corpus, tokenizer), 0, 1), 5)]
+    got = _resumed(dict(roundtrip(single.state_dict()), version=2), corpus, tokenizer)
+    assert all(torch.equal(a, b["input_ids"]) for a, b in zip(expected, batches(got, 0, 1), strict=False))
+
+
+def _resumed(state, corpus, tokenizer):
+    scheduler = make(corpus, tokenizer, exhaustion="stop", seed=11, batch_size=1)
+    scheduler.load_state_dict(roundtrip(state))
+    return scheduler
 
 
 def test_live_edit_reaches_dataloader_workers_at_the_recorded_step(corpus, tokenizer):

@@ -187,3 +187,14 @@ def test_a_block_of_long_documents_waits_on_disk_and_reads_back_in_any_order():
     assert read_block(iter([b"a", b"b"]), 20, 5000) == [b"a", b"b"]
     rows = [{"text": "y" * 3000}] * 5  # parquet rows stay in memory
     assert read_block(iter(rows), 20, 5000) == rows
+
+
+def test_a_shard_holds_only_its_own_records_of_a_split_block():
+    from wonton_hf.data.pipeline import SpilledRecords, read_block
+
+    doc = [b"x" * 1000 + b"%d" % i for i in range(20)]
+    odd = read_block(iter(doc), 20, 15_000, keep=lambda i: i % 2 == 1)  # 10 kept records: 10 KB, held
+    assert isinstance(odd, list) and odd == [r if i % 2 else None for i, r in enumerate(doc)]
+    third = read_block(iter(doc), 20, 5_000, keep=lambda i: i % 3 == 0)  # 7 KB kept: to disk
+    assert isinstance(third, SpilledRecords) and len(third) == 20
+    assert [third[i] for i in range(20)] == [r if i % 3 == 0 else None for i, r in enumerate(doc)]

@@ -9,10 +9,12 @@ computed over the batch flattened to one row, as transformers' `prepare_fa_kwarg
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils.data import get_worker_info
 
 FIELDS = ("input_ids", "labels", "position_ids", "source_ids")
 
@@ -27,8 +29,15 @@ class PackedWindowCollator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         # The four fields share one buffer: a DataLoader worker then hands the batch over as one shared-memory
         # segment instead of four, which halves the cost of the hand-over (benchmarks/data_scheduler_throughput.py).
+        # In a worker the buffer is made in shared memory (as torch's `default_collate` does), so handing it over
+        # does not copy it there first.
         first = torch.as_tensor(items[0]["input_ids"])
-        buffer = torch.empty((len(FIELDS), len(items), *first.shape), dtype=torch.long)
+        shape = (len(FIELDS), len(items), *first.shape)
+        if get_worker_info() is not None:
+            storage = torch.UntypedStorage._new_shared(math.prod(shape) * 8)
+            buffer = torch.empty(0, dtype=torch.long).set_(storage).view(shape)
+        else:
+            buffer = torch.empty(shape, dtype=torch.long)
         batch: dict[str, Any] = {}
         for row, key in zip(buffer, FIELDS, strict=True):
             torch.stack([torch.as_tensor(item[key], dtype=torch.long) for item in items], out=row)

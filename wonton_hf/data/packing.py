@@ -27,17 +27,20 @@ Chunk = tuple[int, Sequence[int]]
 @dataclass
 class Window:
     input_ids: np.ndarray
+    labels: np.ndarray
     position_ids: np.ndarray
     source_ids: np.ndarray
 
 
 def fill_window(seq_len: int, next_chunk: Callable[[int], Chunk | None], pad_id: int) -> Window | None:
     """Fills one window by asking `next_chunk(room)` for pieces; None if the stream ended before any token."""
-    # int64 arrays filled by slice copies (C speed) and turned into tensors without a copy.
+    # int64 arrays filled by slice copies (C speed) and turned into tensors without a copy; the labels are made
+    # here, where the segment starts are known, rather than found again with masks over the window.
     input_ids = np.empty(seq_len, dtype=np.int64)
     position_ids = np.empty(seq_len, dtype=np.int64)
     source_ids = np.empty(seq_len, dtype=np.int64)
     filled = 0
+    starts: list[int] = []
     while filled < seq_len:
         chunk = next_chunk(seq_len - filled)
         if chunk is None:
@@ -45,6 +48,7 @@ def fill_window(seq_len: int, next_chunk: Callable[[int], Chunk | None], pad_id:
         source, tokens = chunk
         n = len(tokens)
         input_ids[filled : filled + n] = tokens
+        starts.append(filled)
         position_ids[filled : filled + n] = _arange(n)
         source_ids[filled : filled + n] = source
         filled += n
@@ -54,7 +58,10 @@ def fill_window(seq_len: int, next_chunk: Callable[[int], Chunk | None], pad_id:
         input_ids[filled:] = pad_id
         position_ids[filled:] = _arange(seq_len - filled)
         source_ids[filled:] = -1
-    return Window(input_ids, position_ids, source_ids)
+    labels = input_ids.copy()
+    labels[starts] = IGNORE_INDEX  # a segment's first token would be predicted from the previous document
+    labels[filled:] = IGNORE_INDEX
+    return Window(input_ids, labels, position_ids, source_ids)
 
 
 _ARANGE = np.arange(8192, dtype=np.int64)
@@ -65,10 +72,9 @@ def _arange(n: int) -> np.ndarray:
 
 
 def window_tensors(window: Window) -> dict[str, torch.Tensor]:
-    input_ids = torch.from_numpy(window.input_ids)
-    position_ids = torch.from_numpy(window.position_ids)
-    source_ids = torch.from_numpy(window.source_ids)
-    labels = input_ids.clone()
-    labels[position_ids == 0] = IGNORE_INDEX
-    labels[source_ids < 0] = IGNORE_INDEX
-    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "source_ids": source_ids}
+    return {
+        "input_ids": torch.from_numpy(window.input_ids),
+        "labels": torch.from_numpy(window.labels),
+        "position_ids": torch.from_numpy(window.position_ids),
+        "source_ids": torch.from_numpy(window.source_ids),
+    }

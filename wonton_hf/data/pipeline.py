@@ -12,8 +12,11 @@ waits in a temp file on local disk (`read_block`). Where a shard stands is five 
 entry of the block's permutation has been emitted up to `token`. Resuming recomputes the permutation and
 re-reads only the block in progress; nothing is replayed. Splitting by rank and by worker is one split
 over `num_shards = world_size * num_workers` shards (`shard = rank * num_workers + worker`): whole files
-when there are at least as many files as shards (a shard opens only its own files), otherwise blocks of a
-file round-robin (each shard reads the file but parses and tokenizes only its blocks).
+when there are at least as many files as shards (a shard opens only its own files), otherwise the records of
+every block round-robin (each shard reads the file, but parses and tokenizes only its records). Records, not
+blocks, because a source of a few files holds few blocks: 1,100 documents in one file are one full block and
+a short one, and split by blocks one of two shards would get 93% of them (and, cycling, repeat the other 7%
+about 13 times as often); split by records every shard gets its share of every block.
 
 Changing the number of shards (2 ranks -> 1, or 1 -> 3) keeps the old frontiers as *history*: a block is
 consumed up to where its owner under that old layout had got, and the new owner continues it from there,
@@ -57,11 +60,18 @@ def new_frontier(epoch: int = 0) -> dict[str, Any]:
     return {"epoch": epoch, "file": 0, "block": 0, "record": 0, "token": 0, "done": False}
 
 
-def owner(num_shards: int, num_files: int, file_pos: int, block: int) -> int:
-    """The shard that owns a block under a layout: whole files if there are enough, else blocks round-robin."""
+def owner(num_shards: int, num_files: int, file_pos: int, block: int, index: int) -> int:
+    """The shard that owns a record (the `index`-th of its block in file order) under a layout: whole files if
+    there are at least as many files as shards, else the records of every block round-robin. By file order, not
+    permutation order, so a shard knows while reading which records it may drop."""
     if num_files >= num_shards:
         return file_pos % num_shards
-    return (file_pos + block) % num_shards
+    return (file_pos + block + index) % num_shards
+
+
+def past(frontier: dict[str, Any], epoch: int, file_pos: int, block: int) -> bool:
+    """True when a shard at `frontier` has emitted everything it owns of that block."""
+    return bool(frontier["done"] and epoch <= frontier["epoch"]) or (epoch, file_pos, block) < _key(frontier)
 
 
 def _key(frontier: dict[str, Any]) -> tuple[int, int, int]:
@@ -82,17 +92,29 @@ class History:
     def max_epoch(self) -> int:
         return max((f["epoch"] for e in self.entries for f in e["frontiers"]), default=-1)
 
-    def consumed(self, epoch: int, file_pos: int, block: int) -> tuple[int, int] | None:
-        """How much of a block's permutation earlier layouts emitted: None, or (records, tokens); records=-1 is all."""
-        best: tuple[int, int] | None = None
+    def emitted(self, epoch: int, file_pos: int, block: int, record: int, index: int) -> int:
+        """Tokens earlier layouts emitted of a record (permutation position `record`, file-order `index` in its
+        block): 0, some, or -1 for all."""
+        best = 0
         for entry in self.entries:
-            frontier = entry["frontiers"][owner(entry["num_shards"], self.num_files, file_pos, block)]
-            key = (epoch, file_pos, block)
-            if frontier["done"] and epoch <= frontier["epoch"] or key < _key(frontier):
-                return (-1, 0)
-            if key == _key(frontier) and (frontier["record"], frontier["token"]) > (0, 0):
-                best = max(best or (0, 0), (frontier["record"], frontier["token"]))
+            frontier = entry["frontiers"][owner(entry["num_shards"], self.num_files, file_pos, block, index)]
+            if past(frontier, epoch, file_pos, block):
+                return -1
+            if (epoch, file_pos, block) == _key(frontier):
+                if record < frontier["record"]:
+                    return -1
+                if record == frontier["record"]:
+                    best = max(best, frontier["token"])
         return best
+
+    def block_consumed(self, epoch: int, file_pos: int, block: int) -> bool:
+        """True when one earlier layout provably emitted the whole block (so it need not be parsed)."""
+        for entry in self.entries:
+            shards = entry["num_shards"]
+            owners = [file_pos % shards] if self.num_files >= shards else range(shards)
+            if all(past(entry["frontiers"][s], epoch, file_pos, block) for s in owners):
+                return True
+        return False
 
     def file_consumed(self, epoch: int, file_pos: int) -> bool:
         """True when one earlier layout provably emitted the whole file (so it need not be opened)."""
@@ -298,7 +320,7 @@ class SourceStream:
             while pending is not None and pending[0] < q:  # skips are counted when the stream passes them
                 self.skips.replay(pending[1])
                 pending = next(skipped, None)
-            resume = block.begin[1] if q == block.begin[0] else 0
+            resume = block.partial.get(q, 0)
             position = {"epoch": block.epoch, "file": block.file, "block": block.block, "record": q}
             yield _Piece(position, flat[start:end], first, last, resume)
             start = end
@@ -318,7 +340,7 @@ class SourceStream:
                 continue
             block = item.block
             batch = _Batch(item.skips, block=block)
-            for q in range(block.begin[0], len(block.perm)):
+            for q in block.todo:
                 events = _DeferredSkips()
                 line = block.first_line + block.perm[q]
                 text = normalise_record(block.take_raw(q), self.source, block.fmt, events, block.path, line)
@@ -375,28 +397,50 @@ class SourceStream:
         fmt = self.source.format_of(path)
         records = iter_raw_records(path, fmt, self.source.txt_unit, skips, self.source)
         first_block = resume["block"] if resume else 0
+        whole_file = len(self.files) >= self.num_shards  # else every block is split by records
         block = 0
         while True:
-            mine = owner(self.num_shards, len(self.files), file_pos, block) == self.shard and block >= first_block
-            done = self.history.consumed(epoch, file_pos, block) if mine else (-1, 0)
-            if done == (-1, 0):  # not this shard's, or emitted earlier: read past it without keeping it
+            if block < first_block or self.history.block_consumed(epoch, file_pos, block):
+                # emitted before (by this shard, or by an earlier layout): read past it without keeping it
                 if sum(1 for _ in islice(records, self.block_size)) == 0:
                     return
                 block += 1
                 continue
-            raw = read_block(records, self.block_size, self.max_block_bytes)
+            mine = None if whole_file else self._owns(file_pos, block)
+            raw = read_block(records, self.block_size, self.max_block_bytes, mine)
             if not len(raw):
                 return
-            begin = (resume["record"], resume["token"]) if resume and block == first_block else (0, 0)
-            begin = max(begin, done or (0, 0))
             perm = list(range(len(raw)))
             random.Random(f"{self.seed}/{self.source.name}/block/{epoch}/{path}/{block}").shuffle(perm)
-            yield _Block(epoch, file_pos, block, begin, path, fmt, block * self.block_size, perm, raw)
+            begin, begin_token = (resume["record"], resume["token"]) if resume and block == first_block else (0, 0)
+            todo, partial = [], {}
+            for q in range(begin, len(perm)):
+                index = perm[q]
+                if mine is not None and not mine(index):
+                    continue
+                done = self.history.emitted(epoch, file_pos, block, q, index) if self.history.entries else 0
+                if done == -1:
+                    raw[index] = None
+                    continue
+                if q == begin:
+                    done = max(done, begin_token)
+                if done:
+                    partial[q] = done
+                todo.append(q)
+            if todo:
+                yield _Block(epoch, file_pos, block, todo, partial, path, fmt, block * self.block_size, perm, raw)
             block += 1
 
+    def _owns(self, file_pos: int, block: int) -> Callable[[int], bool]:
+        n, shard, num_files = self.num_shards, self.shard, len(self.files)
+        return lambda index: owner(n, num_files, file_pos, block, index) == shard
 
-def read_block(records: Iterator[Any], size: int, max_bytes: int) -> list[Any] | SpilledRecords:
-    """The next `size` raw records; once they pass `max_bytes`, the block goes to an unlinked temp file instead.
+
+def read_block(
+    records: Iterator[Any], size: int, max_bytes: int, keep: Callable[[int], bool] | None = None
+) -> list[Any] | SpilledRecords:
+    """The next `size` raw records (those `keep` rejects as None); once the kept ones pass `max_bytes`, the block
+    goes to an unlinked temp file instead.
 
     A block is the shuffle buffer, so all its records must be at hand before the first is used; for long
     documents (1,024 books) that is too much memory, so their bytes wait on local disk and are read back one
@@ -404,35 +448,42 @@ def read_block(records: Iterator[Any], size: int, max_bytes: int) -> list[Any] |
     """
     held: list[Any] = []
     total = 0
-    for record in islice(records, size):
+    for index, record in enumerate(islice(records, size)):
+        if keep is not None and not keep(index):
+            record = None
         held.append(record)
         if not isinstance(record, bytes):
             continue
         total += len(record)
-        if total > max_bytes and all(isinstance(r, bytes) for r in held):
-            return SpilledRecords(chain(held, islice(records, size - len(held))))
+        if total > max_bytes and all(isinstance(r, bytes | None) for r in held):
+            rest = islice(records, size - len(held))
+            if keep is not None:
+                rest = (r if keep(i) else None for i, r in enumerate(rest, len(held)))
+            return SpilledRecords(chain(held, rest))
     return held
 
 
 class SpilledRecords:
     """Raw records in an unlinked temp file; only their offsets (16 bytes a record) stay in memory."""
 
-    def __init__(self, records: Iterator[bytes]) -> None:
+    def __init__(self, records: Iterator[bytes | None]) -> None:
         self._file = tempfile.TemporaryFile(prefix="wonton_block_")
         self._offsets, self._lengths = array("q"), array("q")
         position = 0
         for record in records:
-            self._file.write(record)
             self._offsets.append(position)
-            self._lengths.append(len(record))
-            position += len(record)
+            self._lengths.append(-1 if record is None else len(record))
+            if record is not None:
+                self._file.write(record)
+                position += len(record)
         self._file.flush()
 
     def __len__(self) -> int:
         return len(self._offsets)
 
-    def __getitem__(self, index: int) -> bytes:
-        return os.pread(self._file.fileno(), self._lengths[index], self._offsets[index])
+    def __getitem__(self, index: int) -> bytes | None:
+        length = self._lengths[index]
+        return None if length < 0 else os.pread(self._file.fileno(), length, self._offsets[index])
 
     def __setitem__(self, index: int, value: Any) -> None:
         """Releasing a record (`_Block.take_raw`) frees nothing here: it is on disk."""
@@ -477,12 +528,16 @@ def _joined(parts: list[np.ndarray]) -> np.ndarray:
 
 @dataclass
 class _Block:
-    """One owned block: its raw records and permutation; records are released as they are normalised."""
+    """A block with records this shard owns: its raw records and permutation; records are released as they are
+    normalised (those of other shards at once)."""
 
     epoch: int
     file: int
     block: int
-    begin: tuple[int, int]
+    todo: list[int]
+    """The permutation positions this shard still has to emit, in order."""
+    partial: dict[int, int]
+    """Tokens already emitted of a record in `todo` (the one a resume stopped in, by this or an earlier layout)."""
     path: str
     fmt: str
     first_line: int

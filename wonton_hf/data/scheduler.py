@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import sys
 import tempfile
 import weakref
 import zlib
@@ -44,8 +45,9 @@ from .steps import StepClock
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 2
-"""2: the journal is folded (`{settled, pending}`); version-1 states (a list of every change) are migrated on load."""
+STATE_VERSION = 3
+"""3: a source with fewer files than shards is split by records, not blocks (`pipeline.owner`).
+2: the journal is folded (`{settled, pending}`); version-1 states (a list of every change) are migrated on load."""
 STATE_SCHEMA: dict[str, str] = {
     "version": "int: format version of this dict",
     "rank": "int: rank that saved it",
@@ -325,7 +327,7 @@ class OnlineDataScheduler(IterableDataset):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Accepts this rank's state, or `{"ranks": [state of every old rank]}` (needed when the world size changed)."""
-        ranks = [_migrated(s) for s in (state["ranks"] if "ranks" in state else [state])]
+        ranks = [_migrated(s, self.names) for s in (state["ranks"] if "ranks" in state else [state])]
         for s in ranks:
             self._check_sources(s)
         self._loaded = copy.deepcopy(ranks)
@@ -501,17 +503,32 @@ def _windows(state: dict[str, Any]) -> list[int]:
     return [snap["windows"] for snap in state["roles"].values()]
 
 
-def _migrated(state: dict[str, Any]) -> dict[str, Any]:
-    """A state of this version: version 1 differs only by its journal (a list), which is folded here."""
+def _migrated(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """A state of this version. Version 1 differs by its journal (a list), folded here. Versions 1 and 2 split a
+    source with fewer files than shards by blocks: their positions mean the same now only where every source
+    had at least as many files as shards, in the saved layout and in its history; other states are refused."""
     version = state.get("version")
-    if version == 1:
-        return {**state, "version": STATE_VERSION, "journal": journal_from_entries(state["journal"])}
-    if version != STATE_VERSION:
+    if version not in (1, 2, STATE_VERSION):
         raise ValueError(
             f"OnlineDataScheduler: data scheduler state version {version!r} is not one this wonton_hf reads "
-            f"(1 or {STATE_VERSION}); resume with the wonton_hf version that wrote it."
+            f"(1 to {STATE_VERSION}); resume with the wonton_hf version that wrote it."
         )
-    return state
+    if version == STATE_VERSION:
+        return state
+    layouts = [state["world_size"] * state["num_workers"]] if state.get("num_workers") is not None else []
+    for name, saved in state["sources"].items():
+        if name not in names:  # not read by this scheduler
+            continue
+        shards = layouts + [entry["num_shards"] for entry in state["history"].get(name, [])]
+        if any(saved["files"] < n for n in shards):
+            raise ValueError(
+                f"OnlineDataScheduler: this data scheduler state (version {version}) split source `{name}` "
+                f"({saved['files']} files) over {max(shards)} shards by blocks; this wonton_hf splits such a source "
+                "by records, so its positions do not carry over. Resume with the wonton_hf version that wrote the "
+                "state, or rename the source (it then starts afresh)."
+            )
+    journal = journal_from_entries(state["journal"]) if version == 1 else state["journal"]
+    return {**state, "version": STATE_VERSION, "journal": journal}
 
 
 def _role_start_frontier(state: dict[str, Any], name: str) -> dict[str, Any]:
@@ -687,7 +704,10 @@ class _ShardRun:
         try:
             yield from self._windows()
         finally:
-            if self._executor is not None:
+            # An iterator left open until the interpreter exits is closed while modules are torn down: the
+            # executor's own exit hook has stopped its thread by then, and shutting it down would only print a
+            # traceback ("'NoneType' object has no attribute 'Empty'").
+            if self._executor is not None and not sys.is_finalizing():
                 self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _windows(self) -> Iterator[dict[str, Any]]:

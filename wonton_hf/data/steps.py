@@ -52,4 +52,14 @@ class StepClock:
         return (worker + rotation) % self.num_workers
 
 
-__all__ = ["StepClock"]
+def lookahead_steps(num_workers: int, prefetch_factor: int | None, gradient_accumulation_steps: int) -> int:
+    """Optimizer steps between a mixture decision and its effect, so no worker has already produced those batches.
+
+    Workers (`num_workers` 0: none, the data is made in process) run at most `prefetch_factor` batches ahead
+    each, Accelerate fetches one more, and the step in progress may still need its own batches.
+    """
+    ahead = 2 + (num_workers * ((prefetch_factor or 2) + 1) if num_workers > 0 else 0)
+    return 1 + math.ceil(ahead / gradient_accumulation_steps)
+
+
+__all__ = ["StepClock", "lookahead_steps"]

@@ -15,12 +15,13 @@ Nothing goes back into the data stream except through the scheduler's journal: t
 append weight changes that every rank and worker applies at the same future step.
 """
 
+from ..steps import lookahead_steps
 from .arguments import check_batching, check_training_arguments
 from .mixture_feedback import MixtureFeedbackCallback
 from .mixture_file import MixtureFileCallback
 from .report import data_report, format_data_report, write_data_report
 from .source_loss import SourceLossMeter
-from .tracking import STATE_DIR, DataSchedulerCallback, lookahead_steps
+from .tracking import STATE_DIR, DataSchedulerCallback
 
 __all__ = [
     "STATE_DIR",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from transformers import TrainerCallback
 
 from ...distributed import all_reduce, is_distributed, reduce_device
 from ..scheduler import OnlineDataScheduler
+from ..steps import lookahead_steps
 from .arguments import check_batching, check_training_arguments
 from .source_loss import SourceLossMeter
 
@@ -38,16 +38,6 @@ def _returns_token_loss(module: torch.nn.Module) -> bool:
         cached = "return_token_loss" in inspect.signature(module.forward).parameters
         module._wonton_returns_token_loss = cached
     return cached
-
-
-def lookahead_steps(num_workers: int, prefetch_factor: int | None, gradient_accumulation_steps: int) -> int:
-    """Optimizer steps between a mixture decision and its effect, so no worker has already produced those batches.
-
-    Workers run at most `prefetch_factor` batches ahead each, Accelerate fetches one more, and the step in
-    progress may still need its own batches.
-    """
-    ahead = 2 + (num_workers * ((prefetch_factor or 2) + 1) if num_workers > 0 else 0)
-    return 1 + math.ceil(ahead / gradient_accumulation_steps)
 
 
 @dataclass
