@@ -177,3 +177,19 @@ def test_read_ahead_changes_neither_the_stream_nor_when_skips_are_counted(tmp_pa
     synchronous, ahead = run(0), run(2)
     assert ahead == synchronous
     assert synchronous[0][1]["en"].get("malformed_json", 0) < synchronous[-1][1]["en"]["malformed_json"] == 6
+
+
+def test_skips_after_the_last_window_are_logged_not_lost(tmp_path, tokenizer, caplog):
+    """The last full window's snapshot is taken before the stream reads on to find its end; bad records met
+    then ride on no window, so the shard logs them (the scheduler's stats cannot count them)."""
+    text = doc_text("en", 0)
+    lines = [json.dumps({"text": text}), "{broken", "{broken"]
+    (tmp_path / "tail.jsonl").write_text("\n".join(lines) + "\n")
+    seq_len = len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1  # the document and its EOS fill it
+    source = DataSource(name="en", paths=[str(tmp_path / "tail.jsonl")], exhaustion="stop")
+    scheduler = OnlineDataScheduler([source], tokenizer, seq_len=seq_len, block_size=1)
+    with caplog.at_level(logging.WARNING, logger="wonton_hf.data.scheduler"):
+        windows = list(scheduler)
+    assert len(windows) == 1 and windows[0]["data_state"]["skips"]["en"] == {}
+    late = [r.getMessage() for r in caplog.records if "after the last window" in r.getMessage()]
+    assert late == ["source en: 2 malformed_json skipped after the last window of shard 0 (not in the scheduler's stats)"]

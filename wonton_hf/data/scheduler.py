@@ -641,6 +641,7 @@ class _ShardRun:
         self.documents = dict(start.get("documents", {}))
         self.step = start.get("step", -1)
         self._weights_cache: tuple[Any, list[float]] | None = None
+        self._sent_skips: dict[str, dict[str, int]] = skips
         self._window_weights: list[float] = []
         # The file holds the changes since the journal was last loaded; those this copy of the controller already
         # has (a worker forked after they were made) are skipped by their sequence number.
@@ -721,11 +722,27 @@ class _ShardRun:
             self.step = step
             window = fill_window(self.settings.seq_len, self.next_chunk, self.settings.pad_token_id)
             if window is None:
+                self._report_unsent_skips()
                 return
             self.windows += 1
             item = window_tensors(window)
             item["data_state"] = self.snapshot()
+            self._sent_skips = item["data_state"]["skips"]
             yield item
+
+    def _report_unsent_skips(self) -> None:
+        """Skips met after the last window of a finite stream ride on no snapshot, so the scheduler's `stats()`
+        cannot count them: they are logged here instead of being lost silently."""
+        for st in self.streams:
+            sent = self._sent_skips.get(st.source.name, {})
+            late = {reason: n - sent.get(reason, 0) for reason, n in st.skips.counts.items() if n > sent.get(reason, 0)}
+            if late:
+                logger.warning(
+                    "source %s: %s skipped after the last window of shard %d (not in the scheduler's stats)",
+                    st.source.name,
+                    ", ".join(f"{n} {reason}" for reason, n in sorted(late.items())),
+                    self.shard,
+                )
 
     def snapshot(self) -> dict[str, Any]:
         return {
