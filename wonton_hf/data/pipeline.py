@@ -18,9 +18,9 @@ blocks, because a source of a few files holds few blocks: 1,100 documents in one
 a short one, and split by blocks one of two shards would get 93% of them (and, cycling, repeat the other 7%
 about 13 times as often); split by records every shard gets its share of every block.
 
-Changing the number of shards (2 ranks -> 1, or 1 -> 3) keeps the old frontiers as *history*: a block is
-consumed up to where its owner under that old layout had got, and the new owner continues it from there,
-so no record is lost or repeated.
+Changing the number of shards (2 ranks -> 1, or 1 -> 3) keeps the old frontiers as *history*: a record is
+consumed as far as its owner under that old layout had got, and its new owner continues from there, so no
+record is lost or repeated.
 """
 
 from __future__ import annotations
@@ -413,6 +413,8 @@ class SourceStream:
             perm = list(range(len(raw)))
             random.Random(f"{self.seed}/{self.source.name}/block/{epoch}/{path}/{block}").shuffle(perm)
             begin, begin_token = (resume["record"], resume["token"]) if resume and block == first_block else (0, 0)
+            for q in range(begin):  # emitted before the resume
+                raw[perm[q]] = None
             todo, partial = [], {}
             for q in range(begin, len(perm)):
                 index = perm[q]
@@ -528,8 +530,8 @@ def _joined(parts: list[np.ndarray]) -> np.ndarray:
 
 @dataclass
 class _Block:
-    """A block with records this shard owns: its raw records and permutation; records are released as they are
-    normalised (those of other shards at once)."""
+    """A block with records this shard still has to emit: its raw records (other shards' records and those
+    emitted before are None) and permutation; records are released as they are normalised."""
 
     epoch: int
     file: int
