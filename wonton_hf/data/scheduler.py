@@ -109,7 +109,8 @@ class OnlineDataScheduler(IterableDataset):
         min_segment_tokens: the shortest segment such a cut leaves (no cut yields fewer tokens).
         prefetch_blocks: tokenizer batches per source read and tokenized ahead in a background thread (the
             tokenizer runs without the GIL, so encoding overlaps reading and packing); 0 tokenizes in the
-            iterating thread. (The name predates batches: whole blocks are no longer tokenized at once.)
+            iterating thread, in small batches (there a big batch only makes a long stall). (The name predates
+            batches: whole blocks are no longer tokenized at once.)
         buffer_tokens: per source and shard, the token ids held ahead of the packer (4 bytes each): the batches
             being tokenized or packed hold at most about this many tokens, whatever the document length or
             `block_size` (see `pipeline.SourceStream`). Raise it for throughput with few sources, lower it for
