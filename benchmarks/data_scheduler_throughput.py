@@ -105,7 +105,7 @@ def limit(tokenizer, texts: list[str]) -> tuple[float, int]:
 def limit_in_thread(tokenizer, texts: list[str]) -> float:
     """The same loop run in a second thread. The Rust encoder allocates a lot, and glibc gives a thread other
     than the main one its own malloc arena, away from the Python heap: depending on the heap's state the loop
-    runs up to 30% faster there (13-17% with the fast BPE, 25-30% with the Wonton tokenizer, in a small script
+    runs up to 40% faster there (15-20% with the fast BPE, 30-40% with the Wonton tokenizer, in a small script
     that loads the corpus; about 1x in this script, whose heap is bigger). The pipeline's read-ahead thread
     encodes in such a thread, so this limit is printed too."""
     from concurrent.futures import ThreadPoolExecutor
