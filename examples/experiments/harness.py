@@ -11,8 +11,9 @@ import gzip
 import json
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,73 @@ def split_corpus(corpus: Path, target: Path, every: int = 10) -> dict[str, dict[
             os.replace(f"{heldout}.tmp", heldout)  # last: its presence marks a finished split
         splits[language] = {"train": str(train), "heldout": str(heldout)}
     return splits
+
+
+def resolved_sources(specs: list[dict[str, Any]]) -> list[Any]:
+    """`DataSource`s from run-config `data.sources` entries, their file lists resolved."""
+    from wonton_hf.data import load_sources
+
+    found = load_sources(specs)
+    for source in found:
+        source.resolve()
+    return found
+
+
+def ensure_tokenizer(target: Path, specs: list[dict[str, Any]], documents: int, vocab_size: int) -> Path:
+    """The BPE tokenizer trained on the first `documents` texts of each source, made once in `target`."""
+    if not (target / "tokenizer.json").is_file():
+        from wonton_hf.tokenization import train_tokenizer
+        from wonton_hf.tokenization.corpus import CorpusStats, iter_source_texts
+
+        stats = CorpusStats()
+        texts = (text for source in resolved_sources(specs)
+                 for _, text in zip(range(documents), iter_source_texts(source, stats), strict=False))
+        train_tokenizer(texts=texts, vocab_size=vocab_size, output_dir=target)
+    return target
+
+
+def heldout_windows(specs: list[dict[str, Any]], tokenizer_dir: Path, seq_len: int, count: int) -> dict[str, Any]:
+    """The first `count` packed windows of the scheduler over `specs` (fixed seed, one rank): the held-out batch."""
+    from transformers import AutoTokenizer
+
+    from wonton_hf.data import OnlineDataScheduler, PackedWindowCollator
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    stream = OnlineDataScheduler(resolved_sources(specs), tokenizer, seq_len=seq_len, seed=1234, rank=0,
+                                 world_size=1, prefetch_blocks=0)
+    windows = [item for _, item in zip(range(count), stream, strict=False)]
+    batch = PackedWindowCollator(keep_scheduler_fields=False)(windows)
+    return {k: batch[k] for k in ("input_ids", "labels", "position_ids")}
+
+
+def heldout_loss(model: Any, batch: dict[str, Any], chunk: int = 8) -> float:
+    """Token-weighted mean cross-entropy over fixed held-out windows (`ce_loss`: no z terms, comparable across
+    arms); the model's train/eval mode is left as it was."""
+    import torch
+
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, batch["input_ids"].shape[0], chunk):
+            part = {k: v[start:start + chunk].to(model.device) for k, v in batch.items()}
+            tokens = int((part["labels"][:, 1:] != -100).sum())
+            total += float(model(**part).ce_loss) * tokens
+            count += tokens
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+@contextmanager
+def run_log(output: str, name: str, jobs: int) -> Iterator[None]:
+    """`output/logs/<name>.log`; with `jobs` > 1 the run is a worker process of its own, and its stdout and stderr
+    go there."""
+    log_file = Path(output) / "logs" / f"{name}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w") as log:
+        if jobs > 1:
+            os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        yield
 
 
 class Results:

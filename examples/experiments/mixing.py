@@ -39,7 +39,17 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
-from harness import Results, default_corpus, execute, save_figure, split_corpus  # noqa: E402  (next to this script)
+from harness import (  # noqa: E402  (next to this script)
+    Results,
+    default_corpus,
+    ensure_tokenizer,
+    execute,
+    heldout_loss,
+    heldout_windows,
+    run_log,
+    save_figure,
+    split_corpus,
+)
 
 logger = logging.getLogger("mixing")
 
@@ -162,40 +172,20 @@ def prepare(settings: Settings) -> dict[str, Any]:
     """Splits, tokenizer, held-out windows per source, difficulty: made once, shared by every run."""
     import torch
 
-    from wonton_hf.data import OnlineDataScheduler, PackedWindowCollator, load_sources
-    from wonton_hf.tokenization import train_tokenizer
-    from wonton_hf.tokenization.corpus import CorpusStats, iter_source_texts
-
     out = Path(settings.output)
     splits = split_corpus(Path(settings.corpus), out / "data")
     splits["code"] = split_code(out / "data", settings.code_files)
     names = sorted(splits)
 
-    def loaded(part: str, only: str | None = None) -> list[Any]:
-        specs = [{"name": n, "paths": [splits[n][part]], "weight": 1.0} for n in names if only in (None, n)]
-        found = load_sources(specs)
-        for source in found:
-            source.resolve()
-        return found
+    def specs(part: str, only: str | None = None) -> list[dict[str, Any]]:
+        return [{"name": n, "paths": [splits[n][part]], "weight": 1.0} for n in names if only in (None, n)]
 
-    tokenizer_dir = out / f"tokenizer-{settings.vocab_size}"
-    if not (tokenizer_dir / "tokenizer.json").is_file():
-        stats = CorpusStats()
-        texts = (text for source in loaded("train")
-                 for _, text in zip(range(settings.tokenizer_documents), iter_source_texts(source, stats), strict=False))
-        train_tokenizer(texts=texts, vocab_size=settings.vocab_size, output_dir=tokenizer_dir)
+    tokenizer_dir = ensure_tokenizer(out / f"tokenizer-{settings.vocab_size}", specs("train"),
+                                     settings.tokenizer_documents, settings.vocab_size)
     heldout = out / f"heldout-{settings.heldout_windows}x{settings.seq_len}.pt"
     if not heldout.is_file():
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        windows = {}
-        for name in names:
-            stream = OnlineDataScheduler(loaded("heldout", name), tokenizer, seq_len=settings.seq_len, seed=1234,
-                                         rank=0, world_size=1, prefetch_blocks=0)
-            rows = [item for _, item in zip(range(settings.heldout_windows), stream, strict=False)]
-            batch = PackedWindowCollator(keep_scheduler_fields=False)(rows)
-            windows[name] = {k: batch[k] for k in ("input_ids", "labels", "position_ids")}
+        windows = {name: heldout_windows(specs("heldout", name), tokenizer_dir, settings.seq_len,
+                                         settings.heldout_windows) for name in names}
         torch.save(windows, heldout)
     difficulty = {n: compression_ratio(splits[n]["train"]) for n in names}
     return {"splits": splits, "names": names, "tokenizer": str(tokenizer_dir), "heldout": str(heldout),
@@ -244,24 +234,9 @@ def run_config(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> d
     }
 
 
-def heldout_losses(model: Any, windows: dict[str, dict[str, Any]], chunk: int = 8) -> dict[str, float]:
+def heldout_losses(model: Any, windows: dict[str, dict[str, Any]]) -> dict[str, float]:
     """Per source: token-weighted mean cross-entropy over its fixed held-out windows."""
-    import torch
-
-    out = {}
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for name, batch in windows.items():
-            total, count = 0.0, 0
-            for start in range(0, batch["input_ids"].shape[0], chunk):
-                part = {k: v[start:start + chunk].to(model.device) for k, v in batch.items()}
-                tokens = int((part["labels"][:, 1:] != -100).sum())
-                total += float(model(**part).ce_loss) * tokens
-                count += tokens
-            out[name] = total / max(count, 1)
-    model.train(was_training)
-    return out
+    return {name: heldout_loss(model, batch) for name, batch in windows.items()}
 
 
 def heldout_callback(windows: dict[str, Any], every: int, tokens_per_step: int) -> Any:
@@ -301,12 +276,8 @@ def train_one(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> di
 
     config = load_run_config(None, [], **run_config(spec, settings, prepared))
     windows = torch.load(prepared["heldout"])
-    log_file = Path(settings.output) / "logs" / f"{spec.name}.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     started = time.process_time(), time.time()
-    with open(log_file, "w") as log:
-        if settings.jobs > 1:  # a worker process of its own: its output goes to the run's log file
-            os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+    with run_log(settings.output, spec.name, settings.jobs):
         built = build_trainer(config)
         evaluator = heldout_callback(windows, settings.eval_every, config.train.global_batch_tokens)
         built.trainer.add_callback(evaluator)

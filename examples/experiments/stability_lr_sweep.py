@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,16 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 import stability_analysis  # noqa: E402  (next to this script)
-from harness import Results, default_corpus, execute, split_corpus  # noqa: E402
+from harness import (  # noqa: E402
+    Results,
+    default_corpus,
+    ensure_tokenizer,
+    execute,
+    heldout_loss,
+    heldout_windows,
+    run_log,
+    split_corpus,
+)
 
 logger = logging.getLogger("stability_lr_sweep")
 
@@ -105,35 +113,14 @@ def prepare(settings: Settings) -> dict[str, Any]:
     """Split, tokenizer and held-out windows: made once, shared by every run."""
     import torch
 
-    from wonton_hf.data import OnlineDataScheduler, PackedWindowCollator
-    from wonton_hf.data import load_sources as _load
-    from wonton_hf.tokenization import train_tokenizer
-    from wonton_hf.tokenization.corpus import CorpusStats, iter_source_texts
-
-    def load_sources(specs: list[dict[str, Any]]) -> list[Any]:
-        loaded = _load(specs)
-        for source in loaded:
-            source.resolve()
-        return loaded
-
     out = Path(settings.output)
     splits = split_corpus(Path(settings.corpus), out / "data")
-    tokenizer_dir = out / f"tokenizer-{settings.vocab_size}"
-    if not (tokenizer_dir / "tokenizer.json").is_file():
-        stats = CorpusStats()
-        texts = (text for source in load_sources(sources(splits, "train"))
-                 for _, text in zip(range(settings.tokenizer_documents), iter_source_texts(source, stats), strict=False))
-        train_tokenizer(texts=texts, vocab_size=settings.vocab_size, output_dir=tokenizer_dir)
+    tokenizer_dir = ensure_tokenizer(out / f"tokenizer-{settings.vocab_size}", sources(splits, "train"),
+                                     settings.tokenizer_documents, settings.vocab_size)
     heldout = out / f"heldout-{settings.heldout_windows}x{settings.seq_len}.pt"
     if not heldout.is_file():
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        stream = OnlineDataScheduler(load_sources(sources(splits, "heldout")), tokenizer, seq_len=settings.seq_len,
-                                     seed=1234, rank=0, world_size=1, prefetch_blocks=0)
-        windows = [item for _, item in zip(range(settings.heldout_windows), stream, strict=False)]
-        batch = PackedWindowCollator(keep_scheduler_fields=False)(windows)
-        torch.save({k: batch[k] for k in ("input_ids", "labels", "position_ids")}, heldout)
+        torch.save(heldout_windows(sources(splits, "heldout"), tokenizer_dir, settings.seq_len,
+                                   settings.heldout_windows), heldout)
     return {"splits": splits, "tokenizer": str(tokenizer_dir), "heldout": str(heldout)}
 
 
@@ -160,23 +147,6 @@ def run_config(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> d
     }
 
 
-def heldout_loss(model: Any, path: str, chunk: int = 8) -> float:
-    """Token-weighted mean cross-entropy over the fixed held-out windows (no z terms: comparable across arms)."""
-    import torch
-
-    batch = torch.load(path)
-    total, count = 0.0, 0
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, batch["input_ids"].shape[0], chunk):
-            part = {k: v[start:start + chunk] for k, v in batch.items()}
-            tokens = int((part["labels"][:, 1:] != -100).sum())
-            total += float(model(**part).ce_loss) * tokens
-            count += tokens
-    model.train()
-    return total / max(count, 1)
-
-
 def train_one(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> dict[str, Any]:
     """Build through `wonton_hf.training` (no private loop), train, score the held-out windows."""
     import shutil
@@ -187,21 +157,18 @@ def train_one(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> di
     from wonton_hf.training import build_trainer, load_run_config
 
     config = load_run_config(None, [], **run_config(spec, settings, prepared))
-    log_file = Path(settings.output) / "logs" / f"{spec.name}.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    windows = torch.load(prepared["heldout"])
     started = time.process_time(), time.time()
-    with open(log_file, "w") as log:
-        if settings.jobs > 1:  # a worker process of its own: its output goes to the run's log file
-            os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+    with run_log(settings.output, spec.name, settings.jobs):
         built = build_trainer(config)
         model = built.trainer.model
-        initial = heldout_loss(model, prepared["heldout"])
+        initial = heldout_loss(model, windows)
         error = None
         try:
             built.trainer.train()
         except Exception as exc:  # a run that crashes (e.g. NaN in a kernel) is a result, not a sweep failure
             error = f"{type(exc).__name__}: {exc}"
-        final = heldout_loss(model, prepared["heldout"])
+        final = heldout_loss(model, windows)
     history = built.trainer.state.log_history
     guard = next((cb for cb in built.trainer.callback_handler.callbacks if type(cb).__name__ == "SpikeGuard"), None)
     shutil.rmtree(config.run_dir, ignore_errors=True)  # checkpoints are only needed for the guard's rollbacks
