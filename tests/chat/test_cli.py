@@ -20,9 +20,11 @@ GREEDY = ["--temperature", "0", "--max-new-tokens", "12"]
 
 
 def wonton_hf(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, "-c", RUNNER, *args], input=stdin, capture_output=True, text=True,
-                          timeout=120, env=env)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONIOENCODING": "utf-8"}
+    # Bytes, decoded here: `text=True` would turn a "\r" in an (untrained) model's reply into "\n".
+    result = subprocess.run([sys.executable, "-c", RUNNER, *args], input=stdin.encode(), capture_output=True,
+                            timeout=120, env=env)
+    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
 
 
 @pytest.fixture(scope="module")
