@@ -114,6 +114,47 @@ def limit_in_thread(tokenizer, texts: list[str]) -> float:
         return pool.submit(limit, tokenizer, texts).result()[0]
 
 
+def _limit_in_child(tokenizer, texts: list[str], barrier, results) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = tokenizer.backend_tokenizer
+    backend.encode_batch_fast(texts[:256], add_special_tokens=False)  # warm-up
+    barrier.wait()  # the processes encode at the same time, as DataLoader workers do
+
+    def loop() -> tuple[float, float, int]:
+        start = time.perf_counter()
+        tokens = 0
+        for i in range(0, len(texts), 1024):
+            batch = backend.encode_batch_fast(texts[i : i + 1024], add_special_tokens=False)
+            tokens += sum(len(e.ids) + 1 for e in batch)
+        return start, time.perf_counter(), tokens
+
+    with ThreadPoolExecutor(1) as pool:
+        results.put(pool.submit(loop).result())
+
+
+def limit_processes(tokenizer, texts: list[str], processes: int = 2) -> float:
+    """The plain encode loop in `processes` forked processes at once (each over every `processes`-th text, in a
+    second thread as a worker's read-ahead thread encodes, tokenizer threads off): what that many DataLoader
+    workers could reach on this machine if they did nothing but encode. The worker scaling is bounded by this
+    over the one-worker rate, and a worker with read-ahead already uses more than one core (its packing thread
+    runs beside its tokenizer thread), so on 2 cores that bound sits well under 2x."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # as the DataLoader starts its workers on Linux
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    children = [
+        ctx.Process(target=_limit_in_child, args=(tokenizer, texts[i::processes], barrier, results))
+        for i in range(processes)
+    ]
+    for child in children:
+        child.start()
+    spans = [results.get(timeout=600) for _ in children]
+    for child in children:
+        child.join()
+    return sum(tokens for _, _, tokens in spans) / (max(end for _, end, _ in spans) - min(s for s, _, _ in spans))
+
+
 def scheduler_pass(
     tokenizer, corpus: Path, seq_len: int, workers: int, prefetch_blocks: int = 1
 ) -> tuple[float, float]:
@@ -257,6 +298,7 @@ def main() -> None:
         r["limit_on"], n_tokens = limit(tokenizer, all_texts)
         set_threads(False)  # a DataLoader worker is one process: the rest runs the tokenizer single-threaded
         r["limit_thread"] = limit_in_thread(tokenizer, all_texts)
+        r["limit_2proc"] = limit_processes(tokenizer, all_texts, 2)
         before, _ = limit(tokenizer, all_texts)
         limits = [before]
         for key, run in passes.items():
@@ -272,7 +314,7 @@ def main() -> None:
     def ratio(a: str, b: str) -> float:
         if b == "limit_off":
             return statistics.median(r[f"{a}/limit"] for r in rounds)
-        if b in ("limit_on", "limit_thread"):
+        if b in ("limit_on", "limit_thread", "limit_2proc"):
             return statistics.median(r[a] / r[b] for r in rounds)
         return statistics.median(r[f"{a}/limit"] / r[f"{b}/limit"] for r in rounds)
 
@@ -283,7 +325,9 @@ def main() -> None:
     print(
         f"limit, plain encode_batch_fast: {tps('limit_off'):,.0f} tok/s (threads off), {tps('limit_on'):,.0f} tok/s "
         f"(threads on), {tps('limit_thread'):,.0f} tok/s (threads off, run in a second thread: "
-        f"{statistics.median(r['limit_thread'] / r['limit_off'] for r in rounds):.2f}x the main thread)"
+        f"{statistics.median(r['limit_thread'] / r['limit_off'] for r in rounds):.2f}x the main thread); "
+        f"in 2 processes at once (each in a second thread): {tps('limit_2proc'):,.0f} tok/s = "
+        f"{statistics.median(r['limit_2proc'] / r['limit_thread'] for r in rounds):.2f}x one"
     )
     labels = {
         "scheduler_0": "scheduler, in process",
@@ -309,6 +353,11 @@ def main() -> None:
         f"read-ahead (one worker already uses about 1.2 cores), {ratio('scheduler_2_sync', 'scheduler_1_sync'):.2f}x "
         f"without; read-ahead gain: {ratio('scheduler_0', 'scheduler_0_sync'):.2f}x in process, "
         f"{ratio('scheduler_1', 'scheduler_1_sync'):.2f}x with 1 worker"
+    )
+    print(
+        f"2 workers / the plain encode in 2 processes at once: {ratio('scheduler_2', 'limit_2proc'):.2f}x; that "
+        f"ceiling / 1 worker (the most 2 workers / 1 worker could be with no work besides encoding): "
+        f"{statistics.median(r['limit_2proc'] / r['scheduler_1'] for r in rounds):.2f}x"
     )
 
     if args.share_windows <= 0:
