@@ -198,3 +198,31 @@ def test_a_shard_holds_only_its_own_records_of_a_split_block():
     third = read_block(iter(doc), 20, 5_000, keep=lambda i: i % 3 == 0)  # 7 KB kept: to disk
     assert isinstance(third, SpilledRecords) and len(third) == 20
     assert [third[i] for i in range(20)] == [r if i % 3 == 0 else None for i, r in enumerate(doc)]
+
+
+@pytest.mark.parametrize("num_files,num_shards", [(1, 4096), (3, 4), (100, 4096), (5, 4), (4, 4)])
+def test_with_fewer_files_than_shards_each_shard_reads_at_most_two_files_for_an_equal_share(num_files, num_shards):
+    """1,024 ranks x 4 workers on a source of 100 files: each shard opens at most 2 of them (split round-robin
+    record by record, each opened all 100), and the shards' shares differ by a few records at most."""
+    from collections import Counter
+
+    from wonton_hf.data.pipeline import owner, readers
+
+    block_size, records = 1024, 3 * 1024  # three blocks a file
+    per_shard: Counter[int] = Counter()
+    files_read: Counter[int] = Counter()
+    for file_pos in range(num_files):
+        shards = readers(num_shards, num_files, file_pos)
+        files_read.update(shards)
+        owners = [
+            owner(num_shards, num_files, file_pos, i // block_size, i % block_size, block_size) for i in range(records)
+        ]
+        assert set(owners) <= set(shards)  # only a file's readers own its records
+        per_shard.update(owners)
+    assert sorted(files_read) == list(range(num_shards))
+    if num_files >= num_shards:  # whole files
+        assert max(files_read.values()) == -(-num_files // num_shards)
+    else:
+        assert max(files_read.values()) <= 2
+        shares = [per_shard[s] for s in range(num_shards)]
+        assert sum(shares) == num_files * records and max(shares) - min(shares) <= 4

@@ -12,11 +12,13 @@ waits in a temp file on local disk (`read_block`). Where a shard stands is five 
 entry of the block's permutation has been emitted up to `token`. Resuming recomputes the permutation and
 re-reads only the block in progress; nothing is replayed. Splitting by rank and by worker is one split
 over `num_shards = world_size * num_workers` shards (`shard = rank * num_workers + worker`): whole files
-when there are at least as many files as shards (a shard opens only its own files), otherwise the records of
-every block round-robin (each shard reads the file, but parses and tokenizes only its records). Records, not
-blocks, because a source of a few files holds few blocks: 1,100 documents in one file are one full block and
-a short one, and split by blocks one of two shards would get 93% of them (and, cycling, repeat the other 7%
-about 13 times as often); split by records every shard gets its share of every block.
+when there are at least as many files as shards (a shard opens only its own files), otherwise record by record
+among the shards that share a file, each shard sharing at most two (`owner`, `readers`: it reads those files,
+but parses and tokenizes only its records). Records, not blocks, because a source of a few files holds few
+blocks: 1,100 documents in one file are one full block and a short one, and split by blocks one of two shards
+would get 93% of them (and, cycling, repeat the other 7% about 13 times as often); split by records every
+shard gets its share. At most two files a shard, not all of them: at 4,096 shards a source of 100 files would
+otherwise be read 4,096 times over, now about 41.
 
 Changing the number of shards (2 ranks -> 1, or 1 -> 3) keeps the old frontiers as *history*: a record is
 consumed as far as its owner under that old layout had got, and its new owner continues from there, so no
@@ -25,6 +27,8 @@ record is lost or repeated.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import random
 import re
@@ -60,13 +64,39 @@ def new_frontier(epoch: int = 0) -> dict[str, Any]:
     return {"epoch": epoch, "file": 0, "block": 0, "record": 0, "token": 0, "done": False}
 
 
-def owner(num_shards: int, num_files: int, file_pos: int, block: int, index: int) -> int:
-    """The shard that owns a record (the `index`-th of its block in file order) under a layout: whole files if
-    there are at least as many files as shards, else the records of every block round-robin. By file order, not
-    permutation order, so a shard knows while reading which records it may drop."""
+def owner(num_shards: int, num_files: int, file_pos: int, block: int, index: int, block_size: int) -> int:
+    """The shard that owns a record (the `index`-th of block `block` in file order) under a layout.
+
+    At least as many files as shards: whole files, round-robin. Fewer: the files are laid end to end on an axis
+    of `num_files * num_shards` points, file f on `[f * num_shards, (f + 1) * num_shards)` and shard s on
+    `[s * num_files, (s + 1) * num_files)`; the i-th record of a file sits at point `i * stride mod num_shards`
+    of the file's span, a stride near the golden ratio of the span, so that even a file of fewer records than
+    shards spreads them evenly over it (and every `num_shards` records fill it exactly). Every shard then owns
+    the same share of the source (files of equal size) and reads at most two files (`readers`), where split
+    record by record over all shards it would read every one. By file order, not permutation order, so a shard
+    knows while reading which records it may drop.
+    """
     if num_files >= num_shards:
         return file_pos % num_shards
-    return (file_pos + block + index) % num_shards
+    point = (block * block_size + index) * _stride(num_shards) % num_shards
+    return (file_pos * num_shards + point) // num_files
+
+
+@functools.cache
+def _stride(n: int) -> int:
+    """The integer nearest n / golden ratio that is coprime to n: `i * stride mod n` visits every point once in n
+    steps, and its first k steps are spread evenly over [0, n) for any k (the three-distance theorem)."""
+    stride = max(1, round(n * 0.6180339887498949))
+    while math.gcd(stride, n) != 1:
+        stride += 1
+    return stride
+
+
+def readers(num_shards: int, num_files: int, file_pos: int) -> range:
+    """The shards that own records of a file (see `owner`): one, or the ones whose span meets the file's."""
+    if num_files >= num_shards:
+        return range(file_pos % num_shards, file_pos % num_shards + 1)
+    return range(file_pos * num_shards // num_files, ((file_pos + 1) * num_shards - 1) // num_files + 1)
 
 
 def past(frontier: dict[str, Any], epoch: int, file_pos: int, block: int) -> bool:
@@ -81,9 +111,10 @@ def _key(frontier: dict[str, Any]) -> tuple[int, int, int]:
 class History:
     """Frontiers of earlier layouts (before a change of world size or worker count)."""
 
-    def __init__(self, entries: list[dict[str, Any]], num_files: int) -> None:
+    def __init__(self, entries: list[dict[str, Any]], num_files: int, block_size: int) -> None:
         self.entries = entries
         self.num_files = num_files
+        self.block_size = block_size
 
     def min_epoch(self) -> int:
         """Where a new layout starts: every shard of the latest old layout had finished the epochs before."""
@@ -97,7 +128,8 @@ class History:
         block): 0, some, or -1 for all."""
         best = 0
         for entry in self.entries:
-            frontier = entry["frontiers"][owner(entry["num_shards"], self.num_files, file_pos, block, index)]
+            shard = owner(entry["num_shards"], self.num_files, file_pos, block, index, self.block_size)
+            frontier = entry["frontiers"][shard]
             if past(frontier, epoch, file_pos, block):
                 return -1
             if (epoch, file_pos, block) == _key(frontier):
@@ -110,8 +142,7 @@ class History:
     def block_consumed(self, epoch: int, file_pos: int, block: int) -> bool:
         """True when one earlier layout provably emitted the whole block (so it need not be parsed)."""
         for entry in self.entries:
-            shards = entry["num_shards"]
-            owners = [file_pos % shards] if self.num_files >= shards else range(shards)
+            owners = readers(entry["num_shards"], self.num_files, file_pos)
             if all(past(entry["frontiers"][s], epoch, file_pos, block) for s in owners):
                 return True
         return False
@@ -119,8 +150,7 @@ class History:
     def file_consumed(self, epoch: int, file_pos: int) -> bool:
         """True when one earlier layout provably emitted the whole file (so it need not be opened)."""
         for entry in self.entries:
-            shards = entry["num_shards"]
-            owners = [file_pos % shards] if self.num_files >= shards else range(shards)
+            owners = readers(entry["num_shards"], self.num_files, file_pos)
             if all(
                 (entry["frontiers"][s]["done"] and epoch <= entry["frontiers"][s]["epoch"])
                 or (epoch, file_pos) < (entry["frontiers"][s]["epoch"], entry["frontiers"][s]["file"])
@@ -174,7 +204,7 @@ class SourceStream:
         self.batch_chars = batch_chars(buffer_tokens, read_ahead)
         self.max_block_bytes = BLOCK_BYTES_PER_TOKEN * buffer_tokens
         """Raw bytes of a block held in memory; a larger block waits in a temp file (`read_block`)."""
-        self.history = History(history or [], len(self.files))
+        self.history = History(history or [], len(self.files), block_size)
         self.frontier = dict(frontier or new_frontier(self.history.min_epoch()))
         self.skips = SkipCounter(source.name, skips)
         self._pieces: Iterator[_Piece] | None = None
@@ -384,7 +414,7 @@ class SourceStream:
         order = self.file_order(epoch)
         first_file = start["file"] if start else 0
         for file_pos in range(first_file, len(order)):
-            if len(self.files) >= self.num_shards and file_pos % self.num_shards != self.shard:
+            if self.shard not in readers(self.num_shards, len(self.files), file_pos):
                 continue
             if self.history.file_consumed(epoch, file_pos):
                 continue
@@ -434,8 +464,8 @@ class SourceStream:
             block += 1
 
     def _owns(self, file_pos: int, block: int) -> Callable[[int], bool]:
-        n, shard, num_files = self.num_shards, self.shard, len(self.files)
-        return lambda index: owner(n, num_files, file_pos, block, index) == shard
+        n, shard, num_files, size = self.num_shards, self.shard, len(self.files), self.block_size
+        return lambda index: owner(n, num_files, file_pos, block, index, size) == shard
 
 
 def read_block(

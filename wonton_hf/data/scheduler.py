@@ -45,7 +45,7 @@ from .steps import StepClock
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 """3: a source with fewer files than shards is split by records, not blocks (`pipeline.owner`).
 2: the journal is folded (`{settled, pending}`); version-1 states (a list of every change) are migrated on load."""
 STATE_SCHEMA: dict[str, str] = {
@@ -505,11 +505,12 @@ def _windows(state: dict[str, Any]) -> list[int]:
 
 
 def _migrated(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """A state of this version. Version 1 differs by its journal (a list), folded here. Versions 1 and 2 split a
-    source with fewer files than shards by blocks: their positions mean the same now only where every source
-    had at least as many files as shards, in the saved layout and in its history; other states are refused."""
+    """A state of this version. Version 1 differs by its journal (a list), folded here. A source with fewer files
+    than shards was split otherwise before (versions 1-2: by blocks; 3: each record to every shard in turn, so every
+    shard read every file): old positions mean the same now only where every source had at least as many files
+    as shards, in the saved layout and in its history; other states are refused."""
     version = state.get("version")
-    if version not in (1, 2, STATE_VERSION):
+    if version not in (1, 2, 3, STATE_VERSION):
         raise ValueError(
             f"OnlineDataScheduler: data scheduler state version {version!r} is not one this wonton_hf reads "
             f"(1 to {STATE_VERSION}); resume with the wonton_hf version that wrote it."
@@ -522,11 +523,12 @@ def _migrated(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
             continue
         shards = layouts + [entry["num_shards"] for entry in state["history"].get(name, [])]
         if any(saved["files"] < n for n in shards):
+            split = "by blocks" if version < 3 else "by records over every shard"
             raise ValueError(
                 f"OnlineDataScheduler: this data scheduler state (version {version}) split source `{name}` "
-                f"({saved['files']} files) over {max(shards)} shards by blocks; this wonton_hf splits such a source "
-                "by records, so its positions do not carry over. Resume with the wonton_hf version that wrote the "
-                "state, or rename the source (it then starts afresh)."
+                f"({saved['files']} files) over {max(shards)} shards {split}; this wonton_hf gives each shard the "
+                "records of at most two such files, so its positions do not carry over. Resume with the wonton_hf "
+                "version that wrote the state, or rename the source (it then starts afresh)."
             )
     journal = journal_from_entries(state["journal"]) if version == 1 else state["journal"]
     return {**state, "version": STATE_VERSION, "journal": journal}
@@ -534,7 +536,7 @@ def _migrated(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
 
 def _role_start_frontier(state: dict[str, Any], name: str) -> dict[str, Any]:
     history = state["history"].get(name, [])
-    return new_frontier(History(history, state["sources"].get(name, {}).get("files", 0)).min_epoch())
+    return new_frontier(History(history, state["sources"].get(name, {}).get("files", 0), state["block_size"]).min_epoch())
 
 
 def _sum_totals(ranks: list[dict[str, Any]], names: list[str]) -> dict[str, dict[str, int]]:
