@@ -7,6 +7,8 @@ Measured in one process, against baselines run in the same process:
 - a long-document source (1,100 documents of ~66 KB, written to a temp dir from the shared corpus): time to the
   first window and resident memory added (RSS, after the first window and the peak over the next windows);
 - many sources: 64 sources x 2 DataLoader workers, the resident memory of each worker;
+- few-file sources at 1,024 ranks x 4 workers (1 to 1,000 files, fewer than the 4,096 shards): files each shard
+  opens and records it gets, against state version 3's split, under which every shard opened every file;
 - the journal: a simulated 250,000-step run with a feedback change every 10 steps (windows of 16 tokens, so the
   data is cheap and the mixture's own cost shows): per-rank state size and per-step cost, early vs late.
 
@@ -138,6 +140,27 @@ def journal(tokenizer, corpus: Path, steps: int, every: int) -> tuple[int, int, 
     return sizes[steps // 100], sizes[steps - 1], early, late
 
 
+def few_files(
+    num_shards: int, num_files: int, records: int = 3 * 1024, block_size: int = 1024
+) -> tuple[int, int, int, int]:
+    """A source of `num_files` files of `records` each over `num_shards` shards: (files the busiest shard opens,
+    file reads in all, its fewest and most records). Computed from the split itself (`pipeline.owner`/`readers`),
+    as every shard of a job would: what a shard reads is what it opens, whatever the storage."""
+    from collections import Counter
+
+    from wonton_hf.data.pipeline import owner, readers
+
+    opened: Counter[int] = Counter()
+    share: Counter[int] = Counter()
+    for file_pos in range(num_files):
+        opened.update(readers(num_shards, num_files, file_pos))
+        share.update(
+            owner(num_shards, num_files, file_pos, i // block_size, i % block_size, block_size) for i in range(records)
+        )
+    counts = [share[s] for s in range(num_shards)]
+    return max(opened.values()), sum(opened.values()), min(counts), max(counts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root = Path(__file__).resolve().parents[2] / "shared"
@@ -146,7 +169,7 @@ def main() -> None:
     parser.add_argument("--tokenizer", default="bpe8k", help="bpe8k (trained here, not timed), wonton, or a path")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=250_000, help="steps of the journal simulation; 0 skips it")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: first,long,many,journal")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: first,long,many,journal,files")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--books", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -183,6 +206,16 @@ def main() -> None:
             "64 sources x 2 DataLoader workers, peak per worker: "
             + ", ".join(f"RSS {r:.0f} MB (USS {u:.0f} MB)" for r, u in peaks)
         )
+    if "files" not in skip:
+        # Baseline: state version 3 gave record i of block b of file f to shard (f + b + i) mod shards, so every
+        # shard opened every file (num_files each, num_shards * num_files reads in all).
+        for num_files in (1, 10, 100, 1000):
+            most, total, low, high = few_files(4096, num_files)
+            print(
+                f"1,024 ranks x 4 workers, a source of {num_files:,} files x 3,072 records: the busiest shard opens "
+                f"{most} (version 3: {num_files:,}), {total:,} file reads in all ({total / (4096 * num_files):.3f}x "
+                f"version 3's {4096 * num_files:,}), {low}-{high} records a shard"
+            )
     if "journal" not in skip and args.steps:
         small, large, early, late = journal(tokenizer, corpus, args.steps, 10)
         print(
