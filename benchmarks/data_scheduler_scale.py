@@ -7,6 +7,8 @@ Measured in one process, against baselines run in the same process:
 - a long-document source (1,100 documents of ~66 KB, written to a temp dir from the shared corpus): time to the
   first window and resident memory added (RSS, after the first window and the peak over the next windows);
 - many sources: 64 sources x 2 DataLoader workers, the resident memory of each worker;
+- many sources: the packing thread's CPU per window with 96 sources against 8 (the same 8 files, each under 12
+  names), measured in the same run;
 - few-file sources at 1,024 ranks x 4 workers (1 to 1,000 files, fewer than the 4,096 shards): files each shard
   opens and records it gets, against state version 3's split, under which every shard opened every file;
 - the journal: a simulated 250,000-step run with a feedback change every 10 steps (windows of 16 tokens, so the
@@ -140,6 +142,26 @@ def journal(tokenizer, corpus: Path, steps: int, every: int) -> tuple[int, int, 
     return sizes[steps // 100], sizes[steps - 1], early, late
 
 
+def packing_cost(tokenizer, corpus: Path, copies: int, windows: int = 1200) -> float:
+    """CPU of the packing thread (the iterating one: picking sources, cutting segments, filling windows, the
+    snapshot; encoding runs in the read-ahead thread) per 2048-token window, over `8 * copies` sources (each
+    language file under `copies` names), after 300 windows of warm-up."""
+    from wonton_hf.data import DataSource, OnlineDataScheduler
+
+    sources = [
+        DataSource(name=f"{lang}{k}", paths=[str(corpus / f"lo_{lang}.jsonl.gz")])
+        for lang in LANGUAGES
+        for k in range(copies)
+    ]
+    stream = iter(OnlineDataScheduler(sources, tokenizer, seq_len=2048, batch_size=8))
+    for _ in islice(stream, 300):
+        pass
+    start = time.thread_time()
+    for _ in islice(stream, windows):
+        pass
+    return (time.thread_time() - start) / windows
+
+
 def few_files(
     num_shards: int, num_files: int, records: int = 3 * 1024, block_size: int = 1024
 ) -> tuple[int, int, int, int]:
@@ -169,7 +191,9 @@ def main() -> None:
     parser.add_argument("--tokenizer", default="bpe8k", help="bpe8k (trained here, not timed), wonton, or a path")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=250_000, help="steps of the journal simulation; 0 skips it")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: first,long,many,journal,files")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated parts to skip: first,long,many,sources,files,journal"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--books", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -206,6 +230,13 @@ def main() -> None:
             "64 sources x 2 DataLoader workers, peak per worker: "
             + ", ".join(f"RSS {r:.0f} MB (USS {u:.0f} MB)" for r, u in peaks)
         )
+    if "sources" not in skip:
+        few, many = [], []
+        for _ in range(args.repeats):
+            few.append(packing_cost(tokenizer, corpus, 1))
+            many.append(packing_cost(tokenizer, corpus, 12))
+        f, m = sorted(few)[len(few) // 2], sorted(many)[len(many) // 2]
+        print(f"packing thread CPU per window: 8 sources {f * 1e3:.2f} ms, 96 sources {m * 1e3:.2f} ms = {m / f:.2f}x")
     if "files" not in skip:
         # Baseline: state version 3 gave record i of block b of file f to shard (f + b + i) mod shards, so every
         # shard opened every file (num_files each, num_shards * num_files reads in all).

@@ -28,8 +28,15 @@ import math
 import random
 from typing import Any
 
+import numpy as np
+
 
 class DeficitMultiplexer:
+    """Per-source deficits as arrays: a pick and a record cost a few array operations whatever the number of
+    sources (with 96 sources a Python loop over them, twice a segment, was most of the packing thread's time).
+    Weights and availability change at most once a window, so they are set then (`set_weights`), not passed
+    with every segment."""
+
     def __init__(
         self,
         names: list[str],
@@ -43,22 +50,29 @@ class DeficitMultiplexer:
         self.tolerance = None if stratified else tolerance
         self.min_segment = min_segment
         rng = random.Random(seed)
-        self._tiebreak = [rng.random() * 1e-9 for _ in names]
-        self.target = [0.0] * len(names)
-        self.emitted = [0] * len(names)
+        self._tiebreak = np.array([rng.random() * 1e-9 for _ in names], dtype=np.float64)
+        self.target = np.zeros(len(names), dtype=np.float64)
+        self.emitted = np.zeros(len(names), dtype=np.int64)
+        self.weights = np.zeros(len(names), dtype=np.float64)
+        self._divisor = np.ones(len(names), dtype=np.float64)
+        self._offset = np.full(len(names), -np.inf)
+        self._any = False
 
-    def pick(self, weights: list[float], available: list[bool]) -> int | None:
+    def set_weights(self, weights: list[float] | np.ndarray, available: list[bool] | np.ndarray) -> None:
+        """The weights in force (normalised over the available sources) and which sources still have data."""
+        self.weights = np.asarray(weights, dtype=np.float64)
+        ok = np.asarray(available, dtype=bool) & (self.weights > 0)
+        self._divisor = np.where(ok, self.weights, 1.0)
+        self._offset = np.where(ok, self._tiebreak, -np.inf)  # the tie-break, or never for those left out
+        self._any = bool(ok.any())
+
+    def pick(self) -> int | None:
         """Index of the source furthest behind its target, relative to its weight, among those with data left."""
-        best, best_score = None, None
-        for i, (w, ok) in enumerate(zip(weights, available, strict=True)):
-            if not ok or w <= 0:
-                continue
-            score = (self.target[i] - self.emitted[i]) / w + self._tiebreak[i]
-            if best_score is None or score > best_score:
-                best, best_score = i, score
-        return best
+        if not self._any:
+            return None
+        return int(((self.target - self.emitted) / self._divisor + self._offset).argmax())
 
-    def allowance(self, source: int, weights: list[float]) -> int | None:
+    def allowance(self, source: int) -> int | None:
         """Most tokens `source` may give now without overshooting its target by more than the tolerance.
 
         Solves emitted + n <= (1 + tol) * (target + w * n) for n, since the target grows with the segment too.
@@ -66,31 +80,30 @@ class DeficitMultiplexer:
         """
         if self.tolerance is None:
             return None
-        w = weights[source]
+        w = float(self.weights[source])
         slack = 1.0 - (1.0 + self.tolerance) * w
         if slack <= 0:
             return None
-        room = (1.0 + self.tolerance) * self.target[source] - self.emitted[source]
+        room = (1.0 + self.tolerance) * float(self.target[source]) - int(self.emitted[source])
         return max(self.min_segment, math.floor(room / slack))
 
-    def record(self, source: int, tokens: int, weights: list[float]) -> None:
-        """`tokens` of `source` went into a window while `weights` were in force."""
+    def record(self, source: int, tokens: int) -> None:
+        """`tokens` of `source` went into a window while the weights set last were in force."""
         self.emitted[source] += tokens
-        for i, w in enumerate(weights):
-            self.target[i] += w * tokens
+        self.target += self.weights * tokens
 
     def batch_boundary(self) -> None:
         if self.stratified:
-            self.target = [0.0] * len(self.names)
-            self.emitted = [0] * len(self.names)
+            self.target[:] = 0.0
+            self.emitted[:] = 0
 
     def drop(self, source: int) -> None:
         """Forget the deficit of a source that stopped (its weight goes to the others from now on)."""
         self.target[source] = float(self.emitted[source])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"target": list(self.target), "emitted": list(self.emitted)}
+        return {"target": self.target.tolist(), "emitted": self.emitted.tolist()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.target = [float(x) for x in state["target"]]
-        self.emitted = [int(x) for x in state["emitted"]]
+        self.target = np.array([float(x) for x in state["target"]], dtype=np.float64)
+        self.emitted = np.array([int(x) for x in state["emitted"]], dtype=np.int64)

@@ -653,8 +653,9 @@ class _ShardRun:
     def _submit(self, job: Callable[[], Any]) -> Future[Any] | Any:
         return job() if self._executor is None else self._executor.submit(job)
 
-    def effective_weights(self, step: int) -> list[float]:
-        available = tuple(not st.exhausted for st in self.streams)
+    def effective_weights(self, step: int, available: tuple[bool, ...] | None = None) -> list[float]:
+        if available is None:
+            available = tuple(not st.exhausted for st in self.streams)
         key = (step, available, self.controller.sequence)
         if self._weights_cache is None or self._weights_cache[0] != key:
             weights = self.controller.weights_at(step)
@@ -677,6 +678,12 @@ class _ShardRun:
                 )
             self.controller.append(entry)
 
+    def _set_mux_weights(self, available: tuple[bool, ...] | None = None) -> None:
+        """Weights and availability change only here (a new window, a source that ran out), not per segment."""
+        if available is None:
+            available = tuple(not st.exhausted for st in self.streams)
+        self.mux.set_weights(self._window_weights, available)
+
     def next_chunk(self, room: int) -> tuple[int, list[int]] | None:
         """The next segment: the source furthest behind gives the rest of its current document, up to `room`.
 
@@ -686,19 +693,23 @@ class _ShardRun:
         a new segment (positions restart). Shares then track the weights even when documents are long.
         """
         while True:
-            source = self.mux.pick(self._window_weights, [not st.exhausted for st in self.streams])
+            source = self.mux.pick()
             if source is None:
                 return None
-            allowance = self.mux.allowance(source, self._window_weights)
-            taken = self.streams[source].take(room if allowance is None else min(room, allowance))
+            allowance = self.mux.allowance(source)
+            stream = self.streams[source]
+            taken = stream.take(room if allowance is None else min(room, allowance))
             if taken is None:  # exhausted with `stop`: its weight goes to the others
                 self.mux.drop(source)
                 logger.info("source %s exhausted on shard %d", self.names[source], self.shard)
                 self._window_weights = self.effective_weights(self.step)
+                self._set_mux_weights()
                 continue
             tokens, finished = taken
             name = self.names[source]
-            self.mux.record(source, len(tokens), self._window_weights)
+            self.mux.record(source, len(tokens))
+            if stream.exhausted:  # that was its last document: not picked again (its weight goes at the next window)
+                self._set_mux_weights()
             self.tokens[name] = self.tokens.get(name, 0) + len(tokens)
             if finished:
                 self.documents[name] = self.documents.get(name, 0) + 1
@@ -721,7 +732,9 @@ class _ShardRun:
             self.controller.fold(step)
             if self.windows % self.clock.batch_size == 0:
                 self.mux.batch_boundary()
-            self._window_weights = self.effective_weights(step)
+            available = tuple(not st.exhausted for st in self.streams)
+            self._window_weights = self.effective_weights(step, available)
+            self._set_mux_weights(available)
             self.step = step
             window = fill_window(self.settings.seq_len, self.next_chunk, self.settings.pad_token_id)
             if window is None:
