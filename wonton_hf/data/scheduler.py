@@ -536,7 +536,9 @@ def _migrated(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
 
 def _role_start_frontier(state: dict[str, Any], name: str) -> dict[str, Any]:
     history = state["history"].get(name, [])
-    return new_frontier(History(history, state["sources"].get(name, {}).get("files", 0), state["block_size"]).min_epoch())
+    return new_frontier(
+        History(history, state["sources"].get(name, {}).get("files", 0), state["block_size"]).min_epoch()
+    )
 
 
 def _sum_totals(ranks: list[dict[str, Any]], names: list[str]) -> dict[str, dict[str, int]]:
