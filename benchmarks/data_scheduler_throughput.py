@@ -5,6 +5,8 @@ each source's token share within 1% (relative) of its weight after a few hundred
 Baselines, measured in this run on the same texts with the same tokenizer:
 - the limit: the tokenizer's plain batched encode (`encode_batch_fast`), tokenizer threads off and on, in the
   main thread and (threads off) in a second thread, where the same loop runs faster (`limit_in_thread`);
+- the ceiling of 2 DataLoader workers: that loop in 2 forked processes at once, each in a second thread
+  (`limit_processes`), so the worker scaling can be read against what the cores allow;
 - `datasets`: `load_dataset("json", streaming=True)` per source + `interleave_datasets` + batched `map`
   tokenisation + naive packing (concatenate, cut every seq_len) — no resume state, no token sources,
   no position resets, no exact shares.
