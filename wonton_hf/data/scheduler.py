@@ -46,7 +46,8 @@ from .steps import StepClock
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 4
-"""3: a source with fewer files than shards is split by records, not blocks (`pipeline.owner`).
+"""4: with fewer files than shards, each shard shares at most two files of a source (`pipeline.owner`/`readers`).
+3: a source with fewer files than shards is split by records, not blocks (`pipeline.owner`).
 2: the journal is folded (`{settled, pending}`); version-1 states (a list of every change) are migrated on load."""
 STATE_SCHEMA: dict[str, str] = {
     "version": "int: format version of this dict",
@@ -652,12 +653,15 @@ class _ShardRun:
         # has (a worker forked after they were made) are skipped by their sequence number.
         self._pending = self.channel.poll()
 
+    def _sources_with_data(self) -> tuple[bool, ...]:
+        return tuple(not st.exhausted for st in self.streams)
+
     def _submit(self, job: Callable[[], Any]) -> Future[Any] | Any:
         return job() if self._executor is None else self._executor.submit(job)
 
     def effective_weights(self, step: int, available: tuple[bool, ...] | None = None) -> list[float]:
         if available is None:
-            available = tuple(not st.exhausted for st in self.streams)
+            available = self._sources_with_data()
         key = (step, available, self.controller.sequence)
         if self._weights_cache is None or self._weights_cache[0] != key:
             weights = self.controller.weights_at(step)
@@ -683,7 +687,7 @@ class _ShardRun:
     def _set_mux_weights(self, available: tuple[bool, ...] | None = None) -> None:
         """Weights and availability change only here (a new window, a source that ran out), not per segment."""
         if available is None:
-            available = tuple(not st.exhausted for st in self.streams)
+            available = self._sources_with_data()
         self.mux.set_weights(self._window_weights, available)
 
     def next_chunk(self, room: int) -> tuple[int, list[int]] | None:
@@ -734,7 +738,7 @@ class _ShardRun:
             self.controller.fold(step)
             if self.windows % self.clock.batch_size == 0:
                 self.mux.batch_boundary()
-            available = tuple(not st.exhausted for st in self.streams)
+            available = self._sources_with_data()
             self._window_weights = self.effective_weights(step, available)
             self._set_mux_weights(available)
             self.step = step
