@@ -110,7 +110,9 @@ def resolve(pip: Path, target: str, timeout: float, workdir: Path, verbose: bool
     result.returncode = None if killed else process.returncode
     if result.ok and report.exists():
         installs = json.loads(report.read_text())["install"]
-        result.resolved = {re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower(): item["metadata"]["version"] for item in installs}
+        result.resolved = {
+            re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower(): item["metadata"]["version"] for item in installs
+        }
     return result
 
 
@@ -156,15 +158,23 @@ def main() -> int:
                     print(f"   after backtracking through the versions of {', '.join(result.backtracked)}")
                 continue
             failed = True
-            why = "did not resolve" if result.returncode is not None else f"was still backtracking after {args.timeout:.0f} s"
+            why = (
+                "did not resolve"
+                if result.returncode is not None
+                else f"was still backtracking after {args.timeout:.0f} s"
+            )
             diagnosis = resolve(pip, target, args.timeout, Path(tmp), verbose=True)
             result.conflicts, result.backtracked = diagnosis.conflicts, result.backtracked or diagnosis.backtracked
-            print(f"== install check FAILED: `pip install -e \"{target}\"` {why} (pip {pip_version}).")
-            print("The conflicts pip met, first one first (the first is the cause; pip's last message is only where it gave up):")
+            print(f'== install check FAILED: `pip install -e "{target}"` {why} (pip {pip_version}).')
+            print(
+                "The conflicts pip met, first one first (the first is the cause; pip's last message is only where it gave up):"
+            )
             print(describe(result) or "  (pip reported no conflict; its own message follows)")
             if result.pip_error:
                 print("pip's own message:\n  " + "\n  ".join(result.pip_error[-12:]))
-            print("Fix it in setup.cfg: let the package that pins the contested one choose it (do not ask for it separately),")
+            print(
+                "Fix it in setup.cfg: let the package that pins the contested one choose it (do not ask for it separately),"
+            )
             print("or bound the requirement that pulls the newest release; then rerun `python .ci/check_install.py`.")
     return 1 if failed else 0
 

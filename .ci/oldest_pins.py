@@ -10,9 +10,9 @@ from __future__ import annotations
 import configparser
 import re
 from importlib.metadata import version
+from pathlib import Path
 
 from packaging.version import Version
-from pathlib import Path
 
 TOUCHED = ("transformers", "trl", "accelerate")
 

@@ -64,14 +64,22 @@ def main() -> None:
         started = time.perf_counter()
         model_bytes = write_checkpoints(args.preset, args.last, run_dir)
         written = time.perf_counter() - started
-        result = subprocess.run([sys.executable, "-c", CHILD, str(run_dir), str(args.last), str(Path(tmp) / "avg")],
-                                capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", CHILD, str(run_dir), str(args.last), str(Path(tmp) / "avg")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         measured = json.loads(result.stdout.strip().splitlines()[-1])
     added = measured["peak_bytes"] - measured["baseline_bytes"]
-    print(f"{args.preset}: {measured['parameters']:,} parameters, one model = {model_bytes / 2**20:,.0f} MiB "
-          f"(safetensors); {args.last} checkpoints written in {written:.1f} s")
-    print(f"averaging {args.last} checkpoints: {measured['seconds']:.1f} s; peak RSS {measured['peak_bytes'] / 2**20:,.0f} MiB, "
-          f"of which {added / 2**20:,.0f} MiB above the process after imports = {added / model_bytes:.2f} model copies")
+    print(
+        f"{args.preset}: {measured['parameters']:,} parameters, one model = {model_bytes / 2**20:,.0f} MiB "
+        f"(safetensors); {args.last} checkpoints written in {written:.1f} s"
+    )
+    print(
+        f"averaging {args.last} checkpoints: {measured['seconds']:.1f} s; peak RSS {measured['peak_bytes'] / 2**20:,.0f} MiB, "
+        f"of which {added / 2**20:,.0f} MiB above the process after imports = {added / model_bytes:.2f} model copies"
+    )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,9 @@ def main() -> None:
         seconds, _ = timed([sys.executable, "-c", "import wonton_hf.training.launch"])
         heavy.append(seconds)
         for overrides, path in BAD_CONFIGS:
-            seconds, result = timed([sys.executable, "examples/pretrain.py", "output_dir=/tmp/config_errors_bench",
-                                     *overrides])
+            seconds, result = timed(
+                [sys.executable, "examples/pretrain.py", "output_dir=/tmp/config_errors_bench", *overrides]
+            )
             assert result.returncode == 2 and f"  {path}: " in result.stderr, result.stderr
             errors[" ".join(overrides)].append(seconds)
         seconds, result = timed([sys.executable, "-m", "wonton_hf.cli", "--help"])

@@ -72,8 +72,12 @@ def main() -> None:
     produced = [name for name in results["results"]]
     leaves = [name for name in produced if name in suite_tasks("all")]
     print(f"offline suite 'all' on wonton-tiny (2 docs per language/task, batch 64, CPU, {os.cpu_count()} cores)")
-    print(f"  ours (restricted index):      median {statistics.median(ours):6.2f} s  ({', '.join(f'{s:.2f}' for s in ours)})")
-    print(f"  baseline (lm-eval full index): median {statistics.median(baseline):6.2f} s  ({', '.join(f'{s:.2f}' for s in baseline)})")
+    print(
+        f"  ours (restricted index):      median {statistics.median(ours):6.2f} s  ({', '.join(f'{s:.2f}' for s in ours)})"
+    )
+    print(
+        f"  baseline (lm-eval full index): median {statistics.median(baseline):6.2f} s  ({', '.join(f'{s:.2f}' for s in baseline)})"
+    )
     print(f"  ratio baseline / ours: {statistics.median(baseline) / statistics.median(ours):.2f}x")
     print(f"  {len(leaves)} tasks: {', '.join(leaves)}")
     print(f"  groups: {', '.join(name for name in produced if name not in leaves)}")

@@ -22,14 +22,22 @@ from wonton_hf import WontonConfig, WontonForCausalLM
 
 
 def neox_like(config: WontonConfig) -> GPTNeoXForCausalLM:
-    return GPTNeoXForCausalLM(GPTNeoXConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
-        hidden_act="gelu", max_position_embeddings=config.max_position_embeddings,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0},
-        use_parallel_residual=False, tie_word_embeddings=False, attention_bias=True,
-        attn_implementation="sdpa",
-    ))
+    return GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads,
+            intermediate_size=config.intermediate_size,
+            hidden_act="gelu",
+            max_position_embeddings=config.max_position_embeddings,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0},
+            use_parallel_residual=False,
+            tie_word_embeddings=False,
+            attention_bias=True,
+            attn_implementation="sdpa",
+        )
+    )
 
 
 def train_tokens_per_second(model, ids: torch.Tensor, steps: int) -> tuple[float, float]:
@@ -48,8 +56,9 @@ def train_tokens_per_second(model, ids: torch.Tensor, steps: int) -> tuple[float
 def generate_tokens_per_second(model, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float]:
     model.eval()
     start, cpu = time.perf_counter(), time.process_time()
-    out = model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                         use_cache=True, pad_token_id=0)
+    out = model.generate(
+        prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=True, pad_token_id=0
+    )
     generated = (out.shape[1] - prompt.shape[1]) * out.shape[0]
     return generated / (time.perf_counter() - start), generated / (time.process_time() - cpu)
 
@@ -63,8 +72,10 @@ def compare(name: str, measure, ours, theirs, rounds: int) -> float:
     wall = [statistics.median(x[0] for x in runs) for runs in (ours_s, theirs_s)]
     cpu = [statistics.median(x[1] for x in runs) for runs in (ours_s, theirs_s)]
     ratio = wall[0] / wall[1]
-    print(f"{name:<44} wonton {wall[0]:>9.0f} tok/s   gpt-neox {wall[1]:>9.0f} tok/s   ratio {ratio:.3f}x   "
-          f"(CPU time: {cpu[0] / cpu[1]:.3f}x)")
+    print(
+        f"{name:<44} wonton {wall[0]:>9.0f} tok/s   gpt-neox {wall[1]:>9.0f} tok/s   ratio {ratio:.3f}x   "
+        f"(CPU time: {cpu[0] / cpu[1]:.3f}x)"
+    )
     return ratio
 
 
@@ -77,8 +88,10 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, wonton-tiny shape, sdpa, "
-          f"batch {args.batch} x {args.seq}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, wonton-tiny shape, sdpa, "
+        f"batch {args.batch} x {args.seq}"
+    )
     ids = torch.randint(4, 8192, (args.batch, args.seq))
     prompt = ids[:4, :32]
     for qk_layernorm in (False, True):
@@ -88,9 +101,13 @@ def main() -> None:
         compare(label, lambda m: train_tokens_per_second(m, ids, args.steps), ours, theirs, args.rounds)
     for qk_layernorm in (False, True):
         config = WontonConfig.from_preset("wonton-tiny", qk_layernorm=qk_layernorm, attn_implementation="sdpa")
-        compare(f"generation with KV cache, QK-LayerNorm {'on' if qk_layernorm else 'off'}",
-                lambda m: generate_tokens_per_second(m, prompt, args.new_tokens), WontonForCausalLM(config),
-                neox_like(config), args.rounds)
+        compare(
+            f"generation with KV cache, QK-LayerNorm {'on' if qk_layernorm else 'off'}",
+            lambda m: generate_tokens_per_second(m, prompt, args.new_tokens),
+            WontonForCausalLM(config),
+            neox_like(config),
+            args.rounds,
+        )
 
 
 if __name__ == "__main__":

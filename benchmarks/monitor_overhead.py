@@ -118,8 +118,14 @@ def main() -> None:
     torch.manual_seed(0)
     model = WontonForCausalLM(config)
     dataset = PackedRandom(config.vocab_size, args.seq, args.steps * args.batch)
-    options = dict(max_steps=args.steps, per_device_train_batch_size=args.batch, learning_rate=3e-4,
-                   use_cpu=not cuda, bf16=cuda, dataloader_num_workers=0)
+    options = dict(
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch,
+        learning_rate=3e-4,
+        use_cpu=not cuda,
+        bf16=cuda,
+        dataloader_num_workers=0,
+    )
     interval = StabilityMonitor().every_n_steps
     device = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(f"{args.preset}, seq {args.seq}, batch {args.batch}, {args.attn}, {device}")
@@ -127,25 +133,33 @@ def main() -> None:
         paired = run_once(model, dataset, options, [StabilityMonitor(every_n_steps=2)], out)
         ratios = [paired[s] / paired[s - 1] for s in paired if s % 2 == 0 and s > args.warmup and s - 1 in paired]
         r1 = statistics.median(ratios)
-        print(f"paired: measured step / unmeasured neighbour, median of {len(ratios)}: {r1:.3f} "
-              f"-> overhead at the default interval {interval}: {100 * (r1 - 1) / interval:+.2f}%")
+        print(
+            f"paired: measured step / unmeasured neighbour, median of {len(ratios)}: {r1:.3f} "
+            f"-> overhead at the default interval {interval}: {100 * (r1 - 1) / interval:+.2f}%"
+        )
         unmeasured = statistics.median(paired[s] for s in paired if s % 2 == 1 and s > args.warmup)
         norm_cost = output_norm_cost(model)
-        print(f"output-head norm ({StabilityMonitor().output_norm_iterations} power iterations, head "
-              f"{tuple(model.get_output_embeddings().weight.shape)}): {norm_cost * 1000:.3f} ms per measurement = "
-              f"{100 * norm_cost / unmeasured:.3f}% of an unmeasured step ({unmeasured * 1000:.1f} ms) "
-              f"-> {100 * norm_cost / unmeasured / interval:.4f}% per step at the default interval {interval}")
+        print(
+            f"output-head norm ({StabilityMonitor().output_norm_iterations} power iterations, head "
+            f"{tuple(model.get_output_embeddings().weight.shape)}): {norm_cost * 1000:.3f} ms per measurement = "
+            f"{100 * norm_cost / unmeasured:.3f}% of an unmeasured step ({unmeasured * 1000:.1f} ms) "
+            f"-> {100 * norm_cost / unmeasured / interval:.4f}% per step at the default interval {interval}"
+        )
         times: dict[str, list[float]] = {"baseline (no callbacks)": [], "all three monitors (defaults)": []}
         for _ in range(args.repeats):
-            times["baseline (no callbacks)"] += list(run_once(model, dataset, options, [], out).values())[args.warmup:]
+            times["baseline (no callbacks)"] += list(run_once(model, dataset, options, [], out).values())[args.warmup :]
             monitors = [StabilityMonitor(), ThroughputMonitor(), SpikeGuard()]
-            times["all three monitors (defaults)"] += list(run_once(model, dataset, options, monitors, out).values())[args.warmup:]
+            times["all three monitors (defaults)"] += list(run_once(model, dataset, options, monitors, out).values())[
+                args.warmup :
+            ]
     base_mean = statistics.fmean(times["baseline (no callbacks)"])
     base_median = statistics.median(times["baseline (no callbacks)"])
     for name, values in times.items():
         mean, median = statistics.fmean(values), statistics.median(values)
-        print(f"end to end: {name:32s} {len(values)} steps: mean {mean * 1000:7.1f} ms (ratio {mean / base_mean:.3f}), "
-              f"median {median * 1000:7.1f} ms (ratio {median / base_median:.3f})")
+        print(
+            f"end to end: {name:32s} {len(values)} steps: mean {mean * 1000:7.1f} ms (ratio {mean / base_mean:.3f}), "
+            f"median {median * 1000:7.1f} ms (ratio {median / base_median:.3f})"
+        )
 
 
 if __name__ == "__main__":

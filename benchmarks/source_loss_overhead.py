@@ -65,12 +65,16 @@ def main() -> None:
             cpu[mode].append((time.process_time() - c) / args.steps)
         meter.take_for_log(), meter.take_for_feedback()
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.preset} (vocab {config.vocab_size}), "
-          f"batch {args.batch} x {args.seq}, {args.sources} sources, median of {args.rounds} rounds x {args.steps} steps")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.preset} (vocab {config.vocab_size}), "
+        f"batch {args.batch} x {args.seq}, {args.sources} sources, median of {args.rounds} rounds x {args.steps} steps"
+    )
     base_wall, base_cpu = statistics.median(wall["baseline"]), statistics.median(cpu["baseline"])
     for mode in modes:
         w, c = statistics.median(wall[mode]), statistics.median(cpu[mode])
-        print(f"{mode:<11} step {w * 1000:8.1f} ms wall ({w / base_wall:.3f}x)   {c * 1000:8.1f} ms cpu ({c / base_cpu:.3f}x)")
+        print(
+            f"{mode:<11} step {w * 1000:8.1f} ms wall ({w / base_wall:.3f}x)   {c * 1000:8.1f} ms cpu ({c / base_cpu:.3f}x)"
+        )
 
 
 if __name__ == "__main__":

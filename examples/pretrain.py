@@ -30,8 +30,15 @@ def train(config) -> None:
     shutdown()
 
 
-SPEC = ScriptSpec(script=__file__, description=__doc__, default_config=DEFAULT_CONFIG, load=load_run_config,
-                  help_config=run_config_help, check=lambda config: config.check_files(), train=train)
+SPEC = ScriptSpec(
+    script=__file__,
+    description=__doc__,
+    default_config=DEFAULT_CONFIG,
+    load=load_run_config,
+    help_config=run_config_help,
+    check=lambda config: config.check_files(),
+    train=train,
+)
 
 if __name__ == "__main__":
     sys.exit(run_script(SPEC))

@@ -31,19 +31,28 @@ def train(config) -> None:
     prepared = build_sft_trainer(config)
     final = run_sft(prepared)
     if prepared.trainer.is_world_process_zero():
-        print(f"\nDone in {time.perf_counter() - start:.0f} s. Fine-tuned from {prepared.model_origin}.\n"
-              f"Data: {prepared.data_report.summary()}\n"
-              f"Model and tokenizer (with the [INST] chat template): {final}\n"
-              f"  wonton-hf chat {final}\n"
-              f"  tensorboard --logdir {config.run_dir / 'runs'}")
+        print(
+            f"\nDone in {time.perf_counter() - start:.0f} s. Fine-tuned from {prepared.model_origin}.\n"
+            f"Data: {prepared.data_report.summary()}\n"
+            f"Model and tokenizer (with the [INST] chat template): {final}\n"
+            f"  wonton-hf chat {final}\n"
+            f"  tensorboard --logdir {config.run_dir / 'runs'}"
+        )
     shutdown()
 
 
 SPEC = ScriptSpec(
-    script=__file__, description=__doc__, default_config=DEFAULT_CONFIG, load=load_sft_config,
-    help_config=sft_config_help, check=lambda config: config.check_files(), train=train,
-    flags={"--model": ("model.path", "model directory to fine-tune (overrides `model.path`)"),
-           "--resume": ("resume", "never | auto (the newest complete checkpoint) | a checkpoint directory")},
+    script=__file__,
+    description=__doc__,
+    default_config=DEFAULT_CONFIG,
+    load=load_sft_config,
+    help_config=sft_config_help,
+    check=lambda config: config.check_files(),
+    train=train,
+    flags={
+        "--model": ("model.path", "model directory to fine-tune (overrides `model.path`)"),
+        "--resume": ("resume", "never | auto (the newest complete checkpoint) | a checkpoint directory"),
+    },
 )
 
 if __name__ == "__main__":

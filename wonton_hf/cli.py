@@ -15,12 +15,21 @@ import importlib
 import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "convert-checkpoint": ("wonton_hf.convert.cli", "convert an original Wonton .pt checkpoint to a save_pretrained directory"),
-    "eval": ("wonton_hf.evaluation.cli", "score a checkpoint on the paper's benchmarks with lm-eval and write a paper-style report"),
+    "convert-checkpoint": (
+        "wonton_hf.convert.cli",
+        "convert an original Wonton .pt checkpoint to a save_pretrained directory",
+    ),
+    "eval": (
+        "wonton_hf.evaluation.cli",
+        "score a checkpoint on the paper's benchmarks with lm-eval and write a paper-style report",
+    ),
     "eval-report": ("wonton_hf.evaluation.cli", "lay out an lm-eval results JSON like the paper's Tables 2-4"),
     "tokenizer": ("wonton_hf.tokenization.cli", "train, compare or convert tokenizers (paper section 2.3)"),
     "plot-run": ("wonton_hf.callbacks.cli", "render a run's loss and monitor metrics to PNGs"),
-    "average-checkpoints": ("wonton_hf.training.cli", "average the weights of a run's last K complete checkpoints into a model directory"),
+    "average-checkpoints": (
+        "wonton_hf.training.cli",
+        "average the weights of a run's last K complete checkpoints into a model directory",
+    ),
     "chat": ("wonton_hf.chat.cli", "talk to a chat model in the terminal ([INST] template, streamed replies)"),
 }
 """subcommand -> (module whose `add_subcommands` registers it, one-line help)"""

@@ -42,7 +42,9 @@ def check_remote_code(model: str, trust_remote_code: bool, flag: str = "--trust-
     """Refuse a checkpoint that needs its own code unless `trust_remote_code`; returns its config dict."""
     config = read_model_config(model)
     if not trust_remote_code and needs_remote_code(config):
-        files = sorted({str(v).split(".")[0] + ".py" for v in (config.get("auto_map") or {}).values() if isinstance(v, str)})
+        files = sorted(
+            {str(v).split(".")[0] + ".py" for v in (config.get("auto_map") or {}).values() if isinstance(v, str)}
+        )
         raise RemoteCodeRequired(
             f"{model} needs code shipped with it to load (model type {config.get('model_type')!r} is not in "
             f"transformers; auto_map -> {', '.join(files) or 'its files'}). Running it executes that code on this "

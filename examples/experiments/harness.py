@@ -45,8 +45,11 @@ def split_corpus(corpus: Path, target: Path, every: int = 10) -> dict[str, dict[
         train, heldout = target / f"train_{language}.jsonl", target / f"heldout_{language}.jsonl"
         if not heldout.is_file():
             opener = gzip.open if path.name.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8") as src, open(f"{train}.tmp", "w", encoding="utf-8") as tr, \
-                    open(f"{heldout}.tmp", "w", encoding="utf-8") as ho:
+            with (
+                opener(path, "rt", encoding="utf-8") as src,
+                open(f"{train}.tmp", "w", encoding="utf-8") as tr,
+                open(f"{heldout}.tmp", "w", encoding="utf-8") as ho,
+            ):
                 for i, line in enumerate(src):
                     (ho if i % every == 0 else tr).write(line)
             os.replace(f"{train}.tmp", train)
@@ -72,8 +75,11 @@ def ensure_tokenizer(target: Path, specs: list[dict[str, Any]], documents: int, 
         from wonton_hf.tokenization.corpus import CorpusStats, iter_source_texts
 
         stats = CorpusStats()
-        texts = (text for source in resolved_sources(specs)
-                 for _, text in zip(range(documents), iter_source_texts(source, stats), strict=False))
+        texts = (
+            text
+            for source in resolved_sources(specs)
+            for _, text in zip(range(documents), iter_source_texts(source, stats), strict=False)
+        )
         train_tokenizer(texts=texts, vocab_size=vocab_size, output_dir=target)
     return target
 
@@ -85,8 +91,9 @@ def heldout_windows(specs: list[dict[str, Any]], tokenizer_dir: Path, seq_len: i
     from wonton_hf.data import OnlineDataScheduler, PackedWindowCollator
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    stream = OnlineDataScheduler(resolved_sources(specs), tokenizer, seq_len=seq_len, seed=1234, rank=0,
-                                 world_size=1, prefetch_blocks=0)
+    stream = OnlineDataScheduler(
+        resolved_sources(specs), tokenizer, seq_len=seq_len, seed=1234, rank=0, world_size=1, prefetch_blocks=0
+    )
     windows = [item for _, item in zip(range(count), stream, strict=False)]
     batch = PackedWindowCollator(keep_scheduler_fields=False)(windows)
     return {k: batch[k] for k in ("input_ids", "labels", "position_ids")}
@@ -102,7 +109,7 @@ def heldout_loss(model: Any, batch: dict[str, Any], chunk: int = 8) -> float:
     model.eval()
     with torch.no_grad():
         for start in range(0, batch["input_ids"].shape[0], chunk):
-            part = {k: v[start:start + chunk].to(model.device) for k, v in batch.items()}
+            part = {k: v[start : start + chunk].to(model.device) for k, v in batch.items()}
             tokens = int((part["labels"][:, 1:] != -100).sum())
             total += float(model(**part).ce_loss) * tokens
             count += tokens
@@ -172,11 +179,11 @@ def execute(
             log(results.data["runs"][spec.name])
         return
     os.environ["OMP_NUM_THREADS"] = "1"
-    with ProcessPoolExecutor(settings.jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(
+        settings.jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
+    ) as pool:
         futures = {pool.submit(train_one, spec, settings, prepared): spec for spec in todo}
         for future in as_completed(futures):
             result = future.result()
             results.add(result)
             log(result)
-
-

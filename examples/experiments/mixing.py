@@ -107,9 +107,21 @@ class Settings:
     jobs: int = 2
 
 
-QUICK = {"steps": 6, "seq_len": 64, "batch_size": 2, "vocab_size": 512, "tokenizer_documents": 20, "code_files": 30,
-         "heldout_windows": 1, "eval_every": 3, "logging_steps": 1, "mixing_seeds": 1, "curriculum_seeds": 1,
-         "average_last": 2, "jobs": 1}
+QUICK = {
+    "steps": 6,
+    "seq_len": 64,
+    "batch_size": 2,
+    "vocab_size": 512,
+    "tokenizer_documents": 20,
+    "code_files": 30,
+    "heldout_windows": 1,
+    "eval_every": 3,
+    "logging_steps": 1,
+    "mixing_seeds": 1,
+    "curriculum_seeds": 1,
+    "average_last": 2,
+    "jobs": 1,
+}
 
 
 # -- data -------------------------------------------------------------------------------------------------------
@@ -156,8 +168,9 @@ def base_weights(kind: str, names: list[str]) -> dict[str, float]:
     return weights
 
 
-def curriculum_points(weights: dict[str, float], difficulty: dict[str, float], strength: float,
-                      steps: int) -> list[dict[str, Any]]:
+def curriculum_points(
+    weights: dict[str, float], difficulty: dict[str, float], strength: float, steps: int
+) -> list[dict[str, Any]]:
     """Easy-heavy at step 0, hard-heavy at the last step, linear in between; each source's mean over the run is
     its `weights` value (the factors 1 +/- strength x (0.5 - rank) average to 1), so both orders see the same data
     (exactly for the uniform base used here, whose two points both sum to 1; a skewed base is renormalised)."""
@@ -180,16 +193,24 @@ def prepare(settings: Settings) -> dict[str, Any]:
     def specs(part: str, only: str | None = None) -> list[dict[str, Any]]:
         return [{"name": n, "paths": [splits[n][part]], "weight": 1.0} for n in names if only in (None, n)]
 
-    tokenizer_dir = ensure_tokenizer(out / f"tokenizer-{settings.vocab_size}", specs("train"),
-                                     settings.tokenizer_documents, settings.vocab_size)
+    tokenizer_dir = ensure_tokenizer(
+        out / f"tokenizer-{settings.vocab_size}", specs("train"), settings.tokenizer_documents, settings.vocab_size
+    )
     heldout = out / f"heldout-{settings.heldout_windows}x{settings.seq_len}.pt"
     if not heldout.is_file():
-        windows = {name: heldout_windows(specs("heldout", name), tokenizer_dir, settings.seq_len,
-                                         settings.heldout_windows) for name in names}
+        windows = {
+            name: heldout_windows(specs("heldout", name), tokenizer_dir, settings.seq_len, settings.heldout_windows)
+            for name in names
+        }
         torch.save(windows, heldout)
     difficulty = {n: compression_ratio(splits[n]["train"]) for n in names}
-    return {"splits": splits, "names": names, "tokenizer": str(tokenizer_dir), "heldout": str(heldout),
-            "difficulty": difficulty}
+    return {
+        "splits": splits,
+        "names": names,
+        "tokenizer": str(tokenizer_dir),
+        "heldout": str(heldout),
+        "difficulty": difficulty,
+    }
 
 
 # -- one run ----------------------------------------------------------------------------------------------------
@@ -206,12 +227,22 @@ def run_config(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> d
         order, schedule = spec.arm.split("_", 1)
         weights, feedback = base_weights("uniform", names), None
     steps = settings.steps
-    optimizer: dict[str, Any] = {"learning_rate": settings.learning_rate, "min_lr_rate": 0.1,
-                                 "warmup_steps": max(1, round(settings.warmup_fraction * steps))}
-    train: dict[str, Any] = {"max_steps": steps, "per_device_batch_size": settings.batch_size,
-                             "global_batch_tokens": settings.batch_size * settings.seq_len,
-                             "logging_steps": settings.logging_steps, "save_steps": steps * 10,
-                             "save_total_limit": None, "report_to": [], "seed": spec.seed, "use_cpu": True}
+    optimizer: dict[str, Any] = {
+        "learning_rate": settings.learning_rate,
+        "min_lr_rate": 0.1,
+        "warmup_steps": max(1, round(settings.warmup_fraction * steps)),
+    }
+    train: dict[str, Any] = {
+        "max_steps": steps,
+        "per_device_batch_size": settings.batch_size,
+        "global_batch_tokens": settings.batch_size * settings.seq_len,
+        "logging_steps": settings.logging_steps,
+        "save_steps": steps * 10,
+        "save_total_limit": None,
+        "report_to": [],
+        "seed": spec.seed,
+        "use_cpu": True,
+    }
     if schedule == "cosine":
         optimizer["lr_scheduler_type"] = "cosine_with_min_lr"
     elif schedule == "wsd":
@@ -220,16 +251,23 @@ def run_config(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> d
         optimizer["lr_scheduler_type"] = "constant_with_warmup"
         train.update(save_steps=max(1, steps // 10), average_last=settings.average_last)
     data: dict[str, Any] = {
-        "seq_len": settings.seq_len, "num_workers": 0, "feedback": feedback,
+        "seq_len": settings.seq_len,
+        "num_workers": 0,
+        "feedback": feedback,
         "sources": [{"name": n, "paths": [prepared["splits"][n]["train"]], "weight": weights[n]} for n in names],
     }
     if order == "curriculum":
         points = curriculum_points(weights, prepared["difficulty"], settings.curriculum_strength, steps)
         data["schedule"] = {"points": points, "unit": "step", "interpolation": "linear"}
     return {
-        "run_name": spec.name, "output_dir": str(Path(settings.output) / "runs"), "resume": "never",
+        "run_name": spec.name,
+        "output_dir": str(Path(settings.output) / "runs"),
+        "resume": "never",
         "model": {"preset": "wonton-tiny", "attn_implementation": "sdpa"},
-        "tokenizer": {"path": prepared["tokenizer"]}, "data": data, "optimizer": optimizer, "train": train,
+        "tokenizer": {"path": prepared["tokenizer"]},
+        "data": data,
+        "optimizer": optimizer,
+        "train": train,
         "monitors": {"stability": None, "throughput": None, "spike_guard": None},
     }
 
@@ -249,8 +287,9 @@ def heldout_callback(windows: dict[str, Any], every: int, tokens_per_step: int) 
 
         def _score(self, step: int, model: Any) -> None:
             if not self.points or self.points[-1]["step"] != step:
-                self.points.append({"step": step, "tokens": step * tokens_per_step,
-                                    "losses": heldout_losses(model, windows)})
+                self.points.append(
+                    {"step": step, "tokens": step * tokens_per_step, "losses": heldout_losses(model, windows)}
+                )
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             self._score(state.global_step, model)
@@ -290,11 +329,16 @@ def train_one(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> di
     history = built.trainer.state.log_history
     shutil.rmtree(config.run_dir, ignore_errors=True)
     return {
-        "name": spec.name, "spec": asdict(spec), "config": run_config(spec, settings, prepared),
-        "heldout": evaluator.points, "averaged_heldout": averaged, "averaging": averaging,
+        "name": spec.name,
+        "spec": asdict(spec),
+        "config": run_config(spec, settings, prepared),
+        "heldout": evaluator.points,
+        "averaged_heldout": averaged,
+        "averaging": averaging,
         "weights": weight_series(history),
         "train_loss": [[e["step"], e["loss"]] for e in history if "loss" in e],
-        "cpu_s": time.process_time() - started[0], "wall_s": time.time() - started[1],
+        "cpu_s": time.process_time() - started[0],
+        "wall_s": time.time() - started[1],
     }
 
 
@@ -334,8 +378,11 @@ def _stats(values: list[float]) -> dict[str, Any]:
     values = [v for v in values if v is not None]
     if not values:
         return {"mean": None, "std": None, "n": 0}
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
 
 
 def analyse(data: dict[str, Any]) -> dict[str, Any]:
@@ -361,10 +408,13 @@ def analyse(data: dict[str, Any]) -> dict[str, Any]:
             arms[arm] = {
                 "final_mean_heldout": _stats([final_loss(r) for r in mine]),
                 "final_per_source": {n: _stats([r["heldout"][-1]["losses"][n] for r in mine]) for n in names},
-                "steps_to_static_final": _stats(reach), "steps_to_static_final_per_seed": reach,
-                "steps_saved": _stats(saved), "never_reached": sum(x is None for x in reach),
-                "final_minus_static_paired": _stats([final_loss(r) - final_loss(static[r["spec"]["seed"]])
-                                                     for r in mine if r["spec"]["seed"] in static]),
+                "steps_to_static_final": _stats(reach),
+                "steps_to_static_final_per_seed": reach,
+                "steps_saved": _stats(saved),
+                "never_reached": sum(x is None for x in reach),
+                "final_minus_static_paired": _stats(
+                    [final_loss(r) - final_loss(static[r["spec"]["seed"]]) for r in mine if r["spec"]["seed"] in static]
+                ),
             }
         out["mixing"] = arms
     cells = [r for r in runs if r["spec"]["experiment"] == "curriculum"]
@@ -385,11 +435,19 @@ def analyse(data: dict[str, Any]) -> dict[str, Any]:
             if a and b:
                 gains[schedule] = a["final_mean_heldout"]["mean"] - b["final_mean_heldout"]["mean"]
                 # paired by seed (same initial weights): removes most of the seed-to-seed spread
-                paired[schedule] = _stats([by_cell[(f"shuffled_{schedule}", s)] - by_cell[(f"curriculum_{schedule}", s)]
-                                           for (arm, s) in by_cell if arm == f"shuffled_{schedule}"
-                                           and (f"curriculum_{schedule}", s) in by_cell])
-        out["curriculum"] = {"table": table, "curriculum_gain": gains, "curriculum_gain_paired": paired,
-                             "difficulty": data.get("prepared", {}).get("difficulty")}
+                paired[schedule] = _stats(
+                    [
+                        by_cell[(f"shuffled_{schedule}", s)] - by_cell[(f"curriculum_{schedule}", s)]
+                        for (arm, s) in by_cell
+                        if arm == f"shuffled_{schedule}" and (f"curriculum_{schedule}", s) in by_cell
+                    ]
+                )
+        out["curriculum"] = {
+            "table": table,
+            "curriculum_gain": gains,
+            "curriculum_gain_paired": paired,
+            "difficulty": data.get("prepared", {}).get("difficulty"),
+        }
     return out
 
 
@@ -410,8 +468,12 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
                 tokens = [p["tokens"] for p in mine[0]["heldout"]]
                 curves = [[mean_loss(p["losses"]) for p in r["heldout"]] for r in mine]
                 mean = [statistics.fmean(v) for v in zip(*curves, strict=False)]
-                ax.plot(tokens[:len(mean)], mean, label=f"{arm} ({len(mine)} seeds)",
-                        linestyle="--" if arm.startswith("exp3") else "-")
+                ax.plot(
+                    tokens[: len(mean)],
+                    mean,
+                    label=f"{arm} ({len(mine)} seeds)",
+                    linestyle="--" if arm.startswith("exp3") else "-",
+                )
         ax.set(xlabel="tokens", ylabel="mean held-out loss (9 sources)", title="Loss-driven mixing")
         ax.set_ylim(top=min(ax.get_ylim()[1], 9))
         ax.legend()
@@ -432,8 +494,14 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
         for i, order in enumerate(ORDERS):
             cells = [table.get(f"{order}_{s}", {}).get("final_mean_heldout", {}) for s in SCHEDULES]
             xs = [j + (i - 0.5) * width for j in range(len(SCHEDULES))]
-            ax.bar(xs, [c.get("mean") or 0 for c in cells], width, yerr=[c.get("std") or 0 for c in cells],
-                   label=order, capsize=3)
+            ax.bar(
+                xs,
+                [c.get("mean") or 0 for c in cells],
+                width,
+                yerr=[c.get("std") or 0 for c in cells],
+                label=order,
+                capsize=3,
+            )
         values = [c["final_mean_heldout"]["mean"] for c in table.values() if c["final_mean_heldout"]["mean"]]
         if values:
             ax.set_ylim(min(values) - 0.15, max(values) + 0.1)
@@ -444,15 +512,18 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
     return written
 
 
-
 def summary(data: dict[str, Any]) -> str:
     analysis, lines = data.get("analysis", {}), []
     for arm, row in analysis.get("mixing", {}).items():
-        lines.append(f"{arm:15s} final {_pm(row['final_mean_heldout'])}  steps to the static final (same seed): "
-                     f"{_pm(row['steps_to_static_final'], 1)}, saved {_pm(row['steps_saved'], 3)} "
-                     f"(never: {row['never_reached']})")
+        lines.append(
+            f"{arm:15s} final {_pm(row['final_mean_heldout'])}  steps to the static final (same seed): "
+            f"{_pm(row['steps_to_static_final'], 1)}, saved {_pm(row['steps_saved'], 3)} "
+            f"(never: {row['never_reached']})"
+        )
     for cell, row in analysis.get("curriculum", {}).get("table", {}).items():
-        lines.append(f"{cell:25s} final {_pm(row['final_mean_heldout'])}  (last weights: {_pm(row['unaveraged_final'])})")
+        lines.append(
+            f"{cell:25s} final {_pm(row['final_mean_heldout'])}  (last weights: {_pm(row['unaveraged_final'])})"
+        )
     for schedule, gain in analysis.get("curriculum", {}).get("curriculum_gain_paired", {}).items():
         lines.append(f"curriculum gain under {schedule} (shuffled - curriculum, paired by seed): {_pm(gain)}")
     for arm, row in analysis.get("mixing", {}).items():
@@ -487,9 +558,13 @@ def _log(run: dict[str, Any]) -> None:
 
 def parse_args(argv: list[str] | None = None) -> tuple[Settings, bool]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", default=default_corpus(), help="folder of *_LANG.jsonl(.gz) files (default: %(default)s)")
+    parser.add_argument(
+        "--corpus", default=default_corpus(), help="folder of *_LANG.jsonl(.gz) files (default: %(default)s)"
+    )
     parser.add_argument("--output", default=str(REPO / "outputs" / "mixing"))
-    parser.add_argument("--quick", action="store_true", help="6 steps per run, 1 seed: checks the script, measures nothing")
+    parser.add_argument(
+        "--quick", action="store_true", help="6 steps per run, 1 seed: checks the script, measures nothing"
+    )
     parser.add_argument("--analyse-only", action="store_true", help="redo the analysis and figures from results.json")
     parser.add_argument("--experiments", nargs="+", choices=["mixing", "curriculum"])
     parser.add_argument("--steps", type=int)
@@ -500,12 +575,23 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, bool]:
     parser.add_argument("--curriculum-seeds", type=int)
     parser.add_argument("--eval-every", type=int)
     parser.add_argument("--heldout-windows", type=int, help="held-out windows per source")
-    parser.add_argument("--exp3", type=json.loads, help='Exp3Feedback options as JSON, e.g. \'{"learning_rate": 1.0}\'')
+    parser.add_argument("--exp3", type=json.loads, help="Exp3Feedback options as JSON, e.g. '{\"learning_rate\": 1.0}'")
     parser.add_argument("--jobs", type=int, help="runs in parallel (one thread each)")
     args = parser.parse_args(argv)
     values = dict(QUICK) if args.quick else {}
-    for key in ("experiments", "steps", "seq_len", "batch_size", "learning_rate", "mixing_seeds", "curriculum_seeds",
-                "eval_every", "heldout_windows", "exp3", "jobs"):
+    for key in (
+        "experiments",
+        "steps",
+        "seq_len",
+        "batch_size",
+        "learning_rate",
+        "mixing_seeds",
+        "curriculum_seeds",
+        "eval_every",
+        "heldout_windows",
+        "exp3",
+        "jobs",
+    ):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     settings = Settings(corpus=args.corpus, output=args.output, **values)

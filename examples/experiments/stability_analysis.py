@@ -41,8 +41,12 @@ METRICS = {
 SPIKE_MARGIN = 0.1
 """nats above the step-1 training loss that make a step an event (see the module docstring)"""
 
-ARM_LABELS = {"no_qkln": "no QK-LN, no z", "qkln": "QK-LN", "qkln_maxz": "QK-LN + max-z (default)",
-              "qkln_z": "QK-LN + z-loss"}
+ARM_LABELS = {
+    "no_qkln": "no QK-LN, no z",
+    "qkln": "QK-LN",
+    "qkln_maxz": "QK-LN + max-z (default)",
+    "qkln_z": "QK-LN + z-loss",
+}
 
 
 def _values(run: dict[str, Any], key: str) -> list[tuple[int, float | None]]:
@@ -55,7 +59,7 @@ def divergence(run: dict[str, Any]) -> dict[str, Any]:
         return {"diverged": run.get("error") is not None, "step": None, "event_step": None}
     first = losses[0][1]
     step = next((s for s, v in losses[1:] if v is None or first is None or v > first + SPIKE_MARGIN), None)
-    tail = [v for _, v in losses[-max(1, len(losses) // 10):]]
+    tail = [v for _, v in losses[-max(1, len(losses) // 10) :]]
     nonfinite = any(v is None for _, v in losses) or run.get("final_heldout_loss") is None
     diverged = nonfinite or run.get("error") is not None or (first is not None and mean(tail) >= first)
     return {"diverged": bool(diverged), "step": step if diverged else None, "event_step": step}
@@ -80,13 +84,19 @@ def lr_sensitivity(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for arm, seeds in by_arm_seed.items():
         per_seed = {seed: mean(losses.values()) - min(losses.values()) for seed, losses in seeds.items()}
         values = list(per_seed.values())
-        out[arm] = {"per_seed": per_seed, "mean": mean(values), "std": stdev(values) if len(values) > 1 else None,
-                    "lrs": sorted({lr for losses in seeds.values() for lr in losses})}
+        out[arm] = {
+            "per_seed": per_seed,
+            "mean": mean(values),
+            "std": stdev(values) if len(values) > 1 else None,
+            "lrs": sorted({lr for losses in seeds.values() for lr in losses}),
+        }
     return out
 
 
 def _peak(run: dict[str, Any], key: str, until: int | None = None) -> float | None:
-    values = [abs(v) for s, v in _values(run, key) if v is not None and math.isfinite(v) and (until is None or s <= until)]
+    values = [
+        abs(v) for s, v in _values(run, key) if v is not None and math.isfinite(v) and (until is None or s <= until)
+    ]
     return max(values) if values else None
 
 
@@ -122,12 +132,27 @@ def early_warning(runs: list[dict[str, Any]], by_arm: bool = False) -> dict[str,
                 warned += 1
             else:
                 late += 1
-            rows.append({"run": run["name"], "diverged": div["diverged"], "event_step": div["event_step"],
-                         "cross_step": cross, "lead_steps": lead, "threshold": threshold})
+            rows.append(
+                {
+                    "run": run["name"],
+                    "diverged": div["diverged"],
+                    "event_step": div["event_step"],
+                    "cross_step": cross,
+                    "lead_steps": lead,
+                    "threshold": threshold,
+                }
+            )
         leads = [r["lead_steps"] for r in rows if r["lead_steps"] is not None and r["lead_steps"] >= 0]
-        table[metric] = {"key": key, "event_runs": rows, "warned": warned, "late": late, "missed": missed,
-                         "median_lead": sorted(leads)[len(leads) // 2] if leads else None,
-                         "false_alarms": false_alarms, "stable_runs": len(stable)}
+        table[metric] = {
+            "key": key,
+            "event_runs": rows,
+            "warned": warned,
+            "late": late,
+            "missed": missed,
+            "median_lead": sorted(leads)[len(leads) // 2] if leads else None,
+            "false_alarms": false_alarms,
+            "stable_runs": len(stable),
+        }
     return table
 
 
@@ -140,9 +165,12 @@ def best_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for arm, lrs in by_arm.items():
         lr, group = min(lrs.items(), key=lambda item: mean(capped_loss(r) for r in item[1]))
         last = lambda r, k: (_values(r, k) or [(0, None)])[-1][1]  # noqa: E731
-        out[arm] = {"lr": lr, "heldout_loss": [capped_loss(r) for r in group],
-                    "spectral_norm": [last(r, METRICS["output_norm_spectral"]) for r in group],
-                    "rms_inf_norm": [last(r, "stability/output_norm/rms_inf") for r in group]}
+        out[arm] = {
+            "lr": lr,
+            "heldout_loss": [capped_loss(r) for r in group],
+            "spectral_norm": [last(r, METRICS["output_norm_spectral"]) for r in group],
+            "rms_inf_norm": [last(r, "stability/output_norm/rms_inf") for r in group],
+        }
     return out
 
 
@@ -155,12 +183,21 @@ def guard_report(data: dict[str, Any]) -> list[dict[str, Any]]:
         spec = r["spec"]
         base = runs.get(f"{spec['arm']}_lr{spec['lr']:g}_s{spec['seed']}")
         state = r.get("guard_state") or {}
-        rows.append({"run": r["name"], "guard": spec["guard"], "diverged": divergence(r)["diverged"],
-                     "heldout_loss": r.get("final_heldout_loss"), "base_heldout_loss": base and base.get("final_heldout_loss"),
-                     "base_diverged": base and divergence(base)["diverged"], "skipped": state.get("skipped"),
-                     "rollbacks": state.get("rollbacks"), "events": len(state.get("events", [])),
-                     "gave_up": any(e.get("event") == "gave_up" for e in state.get("events", [])),
-                     "error": r.get("error")})
+        rows.append(
+            {
+                "run": r["name"],
+                "guard": spec["guard"],
+                "diverged": divergence(r)["diverged"],
+                "heldout_loss": r.get("final_heldout_loss"),
+                "base_heldout_loss": base and base.get("final_heldout_loss"),
+                "base_diverged": base and divergence(base)["diverged"],
+                "skipped": state.get("skipped"),
+                "rollbacks": state.get("rollbacks"),
+                "events": len(state.get("events", [])),
+                "gave_up": any(e.get("event") == "gave_up" for e in state.get("events", [])),
+                "error": r.get("error"),
+            }
+        )
     return rows
 
 
@@ -173,8 +210,14 @@ def analyse(data: dict[str, Any]) -> dict[str, Any]:
         if not divergence(r)["diverged"]:
             stable_by_arm[r["spec"]["arm"]].append(r["spec"]["lr"])
     return {
-        "runs": {r["name"]: {**divergence(r), "capped_heldout_loss": capped_loss(r),
-                             "peaks": {m: _peak(r, k) for m, k in METRICS.items()}} for r in runs},
+        "runs": {
+            r["name"]: {
+                **divergence(r),
+                "capped_heldout_loss": capped_loss(r),
+                "peaks": {m: _peak(r, k) for m, k in METRICS.items()},
+            }
+            for r in runs
+        },
         "lr_sensitivity": lr_sensitivity(runs),
         "early_warning": early_warning(runs),
         "early_warning_by_arm": early_warning(runs, by_arm=True),
@@ -193,9 +236,15 @@ def loss_table(runs: list[dict[str, Any]]) -> list[str]:
     for arm in arms:
         cells = []
         for lr in lrs:
-            mine = sorted((r for r in runs if r["spec"]["arm"] == arm and r["spec"]["lr"] == lr), key=lambda r: r["spec"]["seed"])
-            cells.append(" / ".join(("div " if divergence(r)["diverged"] else "") + f"{r['final_heldout_loss'] or float('nan'):.2f}"
-                                    for r in mine))
+            mine = sorted(
+                (r for r in runs if r["spec"]["arm"] == arm and r["spec"]["lr"] == lr), key=lambda r: r["spec"]["seed"]
+            )
+            cells.append(
+                " / ".join(
+                    ("div " if divergence(r)["diverged"] else "") + f"{r['final_heldout_loss'] or float('nan'):.2f}"
+                    for r in mine
+                )
+            )
         lines.append(f"| {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + " |")
     return lines
 
@@ -206,32 +255,55 @@ def summary(data: dict[str, Any]) -> str:
         return "no runs"
     lines = [f"Final held-out loss (initial: {base_runs(data)[0]['initial_heldout_loss']:.2f}):", ""]
     lines += loss_table(base_runs(data)) + [""]
-    lines += ["| arm | LR sensitivity (mean over seeds) | per seed | best LR | held-out loss at best | output-head spectral / RMS->inf norm at best |",
-             "|---|---:|---|---:|---:|---|"]
+    lines += [
+        "| arm | LR sensitivity (mean over seeds) | per seed | best LR | held-out loss at best | output-head spectral / RMS->inf norm at best |",
+        "|---|---:|---|---:|---:|---|",
+    ]
     for arm, s in a["lr_sensitivity"].items():
         best = a["best"][arm]
-        norms = ", ".join(f"{x:.1f} / {y:.1f}" for x, y in zip(best["spectral_norm"], best["rms_inf_norm"], strict=True)
-                          if x is not None and y is not None)
-        lines.append(f"| {ARM_LABELS.get(arm, arm)} | {s['mean']:.3f}" + (f" ± {s['std']:.3f}" if s["std"] else "")
-                     + f" | {', '.join(f'{v:.3f}' for v in s['per_seed'].values())} | {best['lr']:g} | "
-                     + f"{', '.join(f'{x:.3f}' for x in best['heldout_loss'])} | {norms} |")
-    for title, table in (("one threshold for all arms", a["early_warning"]),
-                         ("thresholds per arm", a.get("early_warning_by_arm", {}))):
-        lines += ["", f"Early warning, {title}:", "",
-                  "| metric | event runs warned (lead >= 0) | late | missed | median lead (steps) | false alarms / runs without event |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        norms = ", ".join(
+            f"{x:.1f} / {y:.1f}"
+            for x, y in zip(best["spectral_norm"], best["rms_inf_norm"], strict=True)
+            if x is not None and y is not None
+        )
+        lines.append(
+            f"| {ARM_LABELS.get(arm, arm)} | {s['mean']:.3f}"
+            + (f" ± {s['std']:.3f}" if s["std"] else "")
+            + f" | {', '.join(f'{v:.3f}' for v in s['per_seed'].values())} | {best['lr']:g} | "
+            + f"{', '.join(f'{x:.3f}' for x in best['heldout_loss'])} | {norms} |"
+        )
+    for title, table in (
+        ("one threshold for all arms", a["early_warning"]),
+        ("thresholds per arm", a.get("early_warning_by_arm", {})),
+    ):
+        lines += [
+            "",
+            f"Early warning, {title}:",
+            "",
+            "| metric | event runs warned (lead >= 0) | late | missed | median lead (steps) | false alarms / runs without event |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for metric, w in table.items():
-            lines.append(f"| {metric} | {w['warned']} | {w['late']} | {w['missed']} | {w['median_lead']} | "
-                         f"{len(w['false_alarms'])} / {w['stable_runs']} |")
+            lines.append(
+                f"| {metric} | {w['warned']} | {w['late']} | {w['missed']} | {w['median_lead']} | "
+                f"{len(w['false_alarms'])} / {w['stable_runs']} |"
+            )
     if a["spike_guard"]:
-        lines += ["", "| SpikeGuard run | diverged | held-out | without guard | skipped | rollbacks | gave up |",
-                  "|---|---|---:|---:|---:|---:|---|"]
+        lines += [
+            "",
+            "| SpikeGuard run | diverged | held-out | without guard | skipped | rollbacks | gave up |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
         for g in a["spike_guard"]:
             fmt = lambda v: "nan" if v is None else f"{v:.3f}"  # noqa: E731
-            lines.append(f"| {g['run']} | {g['diverged']} | {fmt(g['heldout_loss'])} | {fmt(g['base_heldout_loss'])} | "
-                         f"{g['skipped']} | {g['rollbacks']} | {g['gave_up']} |")
-    lines.append(f"\nruns: {len(data['runs'])}, CPU time {a['cpu_s_total'] / 60:.1f} min, "
-                 f"sweep wall time {data.get('sweep_wall_s', 0) / 60:.1f} min")
+            lines.append(
+                f"| {g['run']} | {g['diverged']} | {fmt(g['heldout_loss'])} | {fmt(g['base_heldout_loss'])} | "
+                f"{g['skipped']} | {g['rollbacks']} | {g['gave_up']} |"
+            )
+    lines.append(
+        f"\nruns: {len(data['runs'])}, CPU time {a['cpu_s_total'] / 60:.1f} min, "
+        f"sweep wall time {data.get('sweep_wall_s', 0) / 60:.1f} min"
+    )
     return "\n".join(lines)
 
 
@@ -255,12 +327,21 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
     for arm in arms:
         mine = [r for r in runs if r["spec"]["arm"] == arm]
         lrs = sorted({r["spec"]["lr"] for r in mine})
-        ax.plot(lrs, [mean(capped_loss(r) for r in mine if r["spec"]["lr"] == lr) for lr in lrs], "-", color=colors[arm],
-                label=ARM_LABELS.get(arm, arm))
+        ax.plot(
+            lrs,
+            [mean(capped_loss(r) for r in mine if r["spec"]["lr"] == lr) for lr in lrs],
+            "-",
+            color=colors[arm],
+            label=ARM_LABELS.get(arm, arm),
+        )
         for r in mine:
             ax.plot(r["spec"]["lr"], capped_loss(r), "x" if divergence(r)["diverged"] else "o", color=colors[arm], ms=4)
-    ax.set(xscale="log", xlabel="peak learning rate", ylabel="final held-out loss (diverged = initial)",
-           title="Final loss vs learning rate (x: diverged)")
+    ax.set(
+        xscale="log",
+        xlabel="peak learning rate",
+        ylabel="final held-out loss (diverged = initial)",
+        title="Final loss vs learning rate (x: diverged)",
+    )
     ax.legend(fontsize=8)
     written.append(save_figure(80, fig, out / "final_loss_vs_lr.png"))
 
@@ -284,14 +365,27 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
     last = lambda r, k: next((v for _, v in reversed(_values(r, k)) if v is not None), None)  # noqa: E731
     for arm in arms:
         mine = sorted((r for r in runs if r["spec"]["arm"] == arm), key=lambda r: r["spec"]["lr"])
-        for ax, value in zip(axes, (lambda r: _peak(r, METRICS["max_attn_logit"]),
-                                    lambda r: last(r, METRICS["output_norm_spectral"])), strict=True):
+        for ax, value in zip(
+            axes,
+            (lambda r: _peak(r, METRICS["max_attn_logit"]), lambda r: last(r, METRICS["output_norm_spectral"])),
+            strict=True,
+        ):
             points = [(r["spec"]["lr"], value(r)) for r in mine if value(r) is not None]
             ax.plot(*zip(*points, strict=True), "o", color=colors[arm], ms=4, label=ARM_LABELS.get(arm, arm))
-    axes[0].set(xscale="log", yscale="log", xlabel="peak learning rate", ylabel="peak max attention logit",
-                title="Attention-logit growth (all seeds)")
-    axes[1].set(xscale="log", yscale="log", xlabel="peak learning rate", ylabel="output-head spectral norm, last step",
-                title="Output-layer operator norm")
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="peak learning rate",
+        ylabel="peak max attention logit",
+        title="Attention-logit growth (all seeds)",
+    )
+    axes[1].set(
+        xscale="log",
+        yscale="log",
+        xlabel="peak learning rate",
+        ylabel="output-head spectral norm, last step",
+        title="Output-layer operator norm",
+    )
     axes[0].legend(fontsize=8)
     written.append(save_figure(80, fig, out / "monitors_vs_lr.png"))
 
@@ -314,7 +408,11 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
                 continue
             points = [(s, v) for s, v in _values(r, "loss") if v is not None]
             ax.plot(*zip(*points, strict=True), lw=0.8, label=label)
-        ax.set(xlabel="step", ylabel="training loss", title=f"{ARM_LABELS.get(spec['arm'], spec['arm'])}, lr {spec['lr']:g}")
+        ax.set(
+            xlabel="step",
+            ylabel="training loss",
+            title=f"{ARM_LABELS.get(spec['arm'], spec['arm'])}, lr {spec['lr']:g}",
+        )
         ax.legend(fontsize=8)
         written.append(save_figure(80, fig, out / "spike_guard.png"))
     return written

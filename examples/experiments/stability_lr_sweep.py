@@ -96,9 +96,20 @@ class Settings:
     jobs: int = 2
 
 
-QUICK = {"steps": 6, "seq_len": 64, "batch_size": 2, "vocab_size": 512, "tokenizer_documents": 40, "heldout_windows": 2,
-         "every_n_steps": 2, "save_steps": 2, "lrs": [1e-3, 1.0], "arms": ["no_qkln", "qkln_maxz"],
-         "extra_seed_arms": [], "jobs": 1}
+QUICK = {
+    "steps": 6,
+    "seq_len": 64,
+    "batch_size": 2,
+    "vocab_size": 512,
+    "tokenizer_documents": 40,
+    "heldout_windows": 2,
+    "every_n_steps": 2,
+    "save_steps": 2,
+    "lrs": [1e-3, 1.0],
+    "arms": ["no_qkln", "qkln_maxz"],
+    "extra_seed_arms": [],
+    "jobs": 1,
+}
 
 
 # -- data ------------------------------------------------------------------------------------------------------
@@ -115,12 +126,18 @@ def prepare(settings: Settings) -> dict[str, Any]:
 
     out = Path(settings.output)
     splits = split_corpus(Path(settings.corpus), out / "data")
-    tokenizer_dir = ensure_tokenizer(out / f"tokenizer-{settings.vocab_size}", sources(splits, "train"),
-                                     settings.tokenizer_documents, settings.vocab_size)
+    tokenizer_dir = ensure_tokenizer(
+        out / f"tokenizer-{settings.vocab_size}",
+        sources(splits, "train"),
+        settings.tokenizer_documents,
+        settings.vocab_size,
+    )
     heldout = out / f"heldout-{settings.heldout_windows}x{settings.seq_len}.pt"
     if not heldout.is_file():
-        torch.save(heldout_windows(sources(splits, "heldout"), tokenizer_dir, settings.seq_len,
-                                   settings.heldout_windows), heldout)
+        torch.save(
+            heldout_windows(sources(splits, "heldout"), tokenizer_dir, settings.seq_len, settings.heldout_windows),
+            heldout,
+        )
     return {"splits": splits, "tokenizer": str(tokenizer_dir), "heldout": str(heldout)}
 
 
@@ -137,12 +154,23 @@ def run_config(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> d
         "model": {"preset": "wonton-tiny", "overrides": dict(ARMS[spec.arm]), "attn_implementation": "sdpa"},
         "tokenizer": {"path": prepared["tokenizer"]},
         "data": {"seq_len": settings.seq_len, "sources": sources(prepared["splits"], "train"), "num_workers": 0},
-        "optimizer": {"learning_rate": spec.lr, "warmup_steps": max(1, round(settings.warmup_fraction * settings.steps)),
-                      "lr_scheduler_type": "cosine_with_min_lr", "min_lr_rate": 0.1},
-        "train": {"max_steps": settings.steps, "per_device_batch_size": settings.batch_size,
-                  "global_batch_tokens": settings.batch_size * settings.seq_len, "logging_steps": 1,
-                  "save_steps": settings.save_steps if guard is not None else settings.steps * 10,
-                  "save_total_limit": None, "report_to": [], "seed": spec.seed, "use_cpu": True},
+        "optimizer": {
+            "learning_rate": spec.lr,
+            "warmup_steps": max(1, round(settings.warmup_fraction * settings.steps)),
+            "lr_scheduler_type": "cosine_with_min_lr",
+            "min_lr_rate": 0.1,
+        },
+        "train": {
+            "max_steps": settings.steps,
+            "per_device_batch_size": settings.batch_size,
+            "global_batch_tokens": settings.batch_size * settings.seq_len,
+            "logging_steps": 1,
+            "save_steps": settings.save_steps if guard is not None else settings.steps * 10,
+            "save_total_limit": None,
+            "report_to": [],
+            "seed": spec.seed,
+            "use_cpu": True,
+        },
         "monitors": {"stability": {"every_n_steps": settings.every_n_steps}, "throughput": None, "spike_guard": guard},
     }
 
@@ -173,10 +201,16 @@ def train_one(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> di
     guard = next((cb for cb in built.trainer.callback_handler.callbacks if type(cb).__name__ == "SpikeGuard"), None)
     shutil.rmtree(config.run_dir, ignore_errors=True)  # checkpoints are only needed for the guard's rollbacks
     return {
-        "name": spec.name, "spec": asdict(spec), "config": run_config(spec, settings, prepared),
-        "initial_heldout_loss": initial, "final_heldout_loss": final if math.isfinite(final) else None,
-        "error": error, "series": series(history), "guard_state": guard.state_dict() if guard else None,
-        "cpu_s": time.process_time() - started[0], "wall_s": time.time() - started[1],
+        "name": spec.name,
+        "spec": asdict(spec),
+        "config": run_config(spec, settings, prepared),
+        "initial_heldout_loss": initial,
+        "final_heldout_loss": final if math.isfinite(final) else None,
+        "error": error,
+        "series": series(history),
+        "guard_state": guard.state_dict() if guard else None,
+        "cpu_s": time.process_time() - started[0],
+        "wall_s": time.time() - started[1],
     }
 
 
@@ -197,8 +231,13 @@ def series(history: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
 
 def grid(settings: Settings) -> list[RunSpec]:
     specs = [RunSpec(arm, lr, seed) for seed in range(settings.seeds) for arm in settings.arms for lr in settings.lrs]
-    extra = [RunSpec(arm, lr, settings.seeds + s) for s in range(settings.extra_seeds)
-             for arm in settings.extra_seed_arms if arm in settings.arms for lr in settings.lrs]
+    extra = [
+        RunSpec(arm, lr, settings.seeds + s)
+        for s in range(settings.extra_seeds)
+        for arm in settings.extra_seed_arms
+        if arm in settings.arms
+        for lr in settings.lrs
+    ]
     return specs + extra
 
 
@@ -227,9 +266,13 @@ def guard_specs(settings: Settings, results: Results) -> list[RunSpec]:
 
 def parse_args(argv: list[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", default=default_corpus(), help="folder of *_LANG.jsonl(.gz) files (default: %(default)s)")
+    parser.add_argument(
+        "--corpus", default=default_corpus(), help="folder of *_LANG.jsonl(.gz) files (default: %(default)s)"
+    )
     parser.add_argument("--output", default=str(REPO / "outputs" / "stability-sweep"))
-    parser.add_argument("--quick", action="store_true", help="2 LRs x 2 arms x 6 steps: checks the script, measures nothing")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 LRs x 2 arms x 6 steps: checks the script, measures nothing"
+    )
     parser.add_argument("--analyse-only", action="store_true", help="redo the analysis and figures from results.json")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--seq-len", type=int)
@@ -240,12 +283,25 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--extra-seed-arms", nargs="*", choices=sorted(ARMS), help="arms that get `--extra-seeds` more")
     parser.add_argument("--extra-seeds", type=int)
     parser.add_argument("--every-n-steps", type=int, help="StabilityMonitor interval")
-    parser.add_argument("--no-guard", dest="guard", action="store_false", default=None, help="skip the SpikeGuard reruns")
+    parser.add_argument(
+        "--no-guard", dest="guard", action="store_false", default=None, help="skip the SpikeGuard reruns"
+    )
     parser.add_argument("--jobs", type=int, help="runs in parallel (one thread each)")
     args = parser.parse_args(argv)
     values = dict(QUICK) if args.quick else {}
-    for key in ("steps", "seq_len", "batch_size", "lrs", "arms", "seeds", "extra_seed_arms", "extra_seeds",
-                "every_n_steps", "guard", "jobs"):
+    for key in (
+        "steps",
+        "seq_len",
+        "batch_size",
+        "lrs",
+        "arms",
+        "seeds",
+        "extra_seed_arms",
+        "extra_seeds",
+        "every_n_steps",
+        "guard",
+        "jobs",
+    ):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     settings = Settings(corpus=args.corpus, output=args.output, **values)

@@ -11,8 +11,14 @@ from tests.callbacks.helpers import tiny_model, trainer, training_args  # noqa: 
 from tests.callbacks.test_spike_guard import FaultInjector  # noqa: E402
 from wonton_hf.callbacks import SpikeGuard, StabilityMonitor, ThroughputMonitor, add_monitors  # noqa: E402
 
-ZERO2 = {"zero_optimization": {"stage": 2}, "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
-         "gradient_accumulation_steps": "auto", "gradient_clipping": "auto", "bf16": {"enabled": False}}
+ZERO2 = {
+    "zero_optimization": {"stage": 2},
+    "train_batch_size": "auto",
+    "train_micro_batch_size_per_gpu": "auto",
+    "gradient_accumulation_steps": "auto",
+    "gradient_clipping": "auto",
+    "bf16": {"enabled": False},
+}
 
 
 def main(out: str) -> None:
@@ -24,8 +30,16 @@ def main(out: str) -> None:
     run.train()
     rank = int(os.environ["RANK"])
     checkpoints = sorted(p.name for p in Path(out).glob("checkpoint-*"))
-    Path(out, f"rank{rank}.json").write_text(json.dumps({"history": run.state.log_history, "step": run.state.global_step,
-                                                         "needs_resume": guard.needs_resume, "checkpoints": checkpoints}))
+    Path(out, f"rank{rank}.json").write_text(
+        json.dumps(
+            {
+                "history": run.state.log_history,
+                "step": run.state.global_step,
+                "needs_resume": guard.needs_resume,
+                "checkpoints": checkpoints,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

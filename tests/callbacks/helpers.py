@@ -17,7 +17,9 @@ SEQ = 32
 
 def tiny_model(attn: str = "sdpa", seed: int = 0, **overrides) -> WontonForCausalLM:
     torch.manual_seed(seed)
-    config = WontonConfig.from_preset("wonton-tiny", vocab_size=VOCAB, num_hidden_layers=2, max_position_embeddings=64, **overrides)
+    config = WontonConfig.from_preset(
+        "wonton-tiny", vocab_size=VOCAB, num_hidden_layers=2, max_position_embeddings=64, **overrides
+    )
     config._attn_implementation = attn
     return WontonForCausalLM(config)
 
@@ -44,8 +46,19 @@ class RandomTokens(torch.utils.data.Dataset):
 
 
 def training_args(out: Path, **overrides) -> TrainingArguments:
-    options = dict(output_dir=str(out), max_steps=6, per_device_train_batch_size=2, logging_steps=1, save_strategy="no",
-                   report_to=[], use_cpu=True, disable_tqdm=True, learning_rate=1e-3, seed=0, data_seed=0)
+    options = dict(
+        output_dir=str(out),
+        max_steps=6,
+        per_device_train_batch_size=2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        learning_rate=1e-3,
+        seed=0,
+        data_seed=0,
+    )
     options.update(overrides)
     return TrainingArguments(**options)
 

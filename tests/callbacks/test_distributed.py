@@ -24,10 +24,26 @@ def _torchrun(worker: str, out: Path) -> None:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     if torchrun is None:
         pytest.skip("torchrun not found")
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    command = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(Path(__file__).with_name(worker)), str(out)]
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "true",
+        "DS_ACCELERATOR": "cpu",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONWARNINGS": "ignore",
+    }
+    command = [
+        torchrun,
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        str(Path(__file__).with_name(worker)),
+        str(out),
+    ]
     # Own session: on a hang the whole group (torchrun and its workers) is killed, never left behind.
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         _, stderr = process.communicate(timeout=300)
     except subprocess.TimeoutExpired:
@@ -42,7 +58,16 @@ def test_two_process_run_skips_and_rolls_back_on_every_rank_and_reduces_metrics(
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for result in ranks:
         # Rank 1's NaN makes step 3 bad for both: a rank skipping alone would desynchronise the replicas.
-        assert result["changed"] == {"1": True, "2": True, "3": False, "4": True, "5": False, "6": False, "7": False, "8": True}
+        assert result["changed"] == {
+            "1": True,
+            "2": True,
+            "3": False,
+            "4": True,
+            "5": False,
+            "6": False,
+            "7": False,
+            "8": True,
+        }
         assert [e["step"] for e in result["history"] if e.get("spike/skip")] == [3, 5, 6, 7]
         assert [e.get("spike/rollback_to_step") for e in result["history"] if e.get("spike/rollback")] == [4.0]
     assert (tmp_path / "checkpoint-6-rolled-back").is_dir() and (tmp_path / "checkpoint-8").is_dir()

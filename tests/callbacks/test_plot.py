@@ -21,8 +21,12 @@ def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     model = tiny_model()
     FaultInjector(model, {3: float("nan")})
-    run = trainer(model, training_args(out, max_steps=6, logging_steps=1, save_strategy="steps", save_steps=6,
-                                       report_to=["tensorboard"]))
+    run = trainer(
+        model,
+        training_args(
+            out, max_steps=6, logging_steps=1, save_strategy="steps", save_steps=6, report_to=["tensorboard"]
+        ),
+    )
     add_monitors(run, StabilityMonitor(every_n_steps=2), ThroughputMonitor(peak_tflops=1.0), SpikeGuard(min_window=2))
     run.train()
     return out

@@ -97,7 +97,11 @@ def test_metric_threshold_from_an_earlier_monitor_skips(tmp_path):
     run = trainer(model, training_args(tmp_path, max_steps=3))
     recorder = UpdateRecorder()
     # Any real attention logit is above 0: every measured step (2) is bad; 1 and 3 are not measured.
-    add_monitors(run, StabilityMonitor(every_n_steps=2), SpikeGuard(metric_thresholds={"stability/max_attn_logit/max": 0.0}, rollback=False))
+    add_monitors(
+        run,
+        StabilityMonitor(every_n_steps=2),
+        SpikeGuard(metric_thresholds={"stability/max_attn_logit/max": 0.0}, rollback=False),
+    )
     run.add_callback(recorder)
     run.train()
     assert _events(run.state.log_history, "skip") == [2]
@@ -173,8 +177,16 @@ class StepCounter(TrainerCallback):
 
 def test_state_round_trip_and_trainer_state_export(tmp_path):
     guard = SpikeGuard(window=5, min_window=2, metric_thresholds={"stability/max_attn_logit/max": 50.0})
-    guard.load_state_dict({"losses": [5.0, 4.9], "bad_in_a_row": 1, "last_good_step": 7, "skipped": 2, "rollbacks": 1,
-                           "events": [{"step": 8, "event": "skip"}]})
+    guard.load_state_dict(
+        {
+            "losses": [5.0, 4.9],
+            "bad_in_a_row": 1,
+            "last_good_step": 7,
+            "skipped": 2,
+            "rollbacks": 1,
+            "events": [{"step": 8, "event": "skip"}],
+        }
+    )
     fresh = SpikeGuard()
     fresh.load_state_dict(json.loads(json.dumps(guard.state_dict())))
     assert fresh.state_dict() == guard.state_dict()
@@ -212,8 +224,15 @@ def test_bad_options_fail_early():
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_guard_sees_the_loss_the_trainer_logs(tmp_path, accumulation):
     """Micro-batch losses combine into the step's loss as the Trainer's (token-normalised under accumulation)."""
-    run = trainer(tiny_model(), training_args(tmp_path, max_steps=4, gradient_accumulation_steps=accumulation,
-                                              per_device_train_batch_size=1 if accumulation == 2 else 2))
+    run = trainer(
+        tiny_model(),
+        training_args(
+            tmp_path,
+            max_steps=4,
+            gradient_accumulation_steps=accumulation,
+            per_device_train_batch_size=1 if accumulation == 2 else 2,
+        ),
+    )
     guard = SpikeGuard(min_window=2)
     add_monitors(run, guard)
     run.train()

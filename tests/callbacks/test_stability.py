@@ -18,7 +18,9 @@ def by_hand(model, batch) -> dict[str, float]:
     ids, positions = batch["input_ids"], batch["position_ids"]
     B, T = ids.shape
     documents = (positions == 0).long().cumsum(-1)
-    allowed = torch.tril(torch.ones(T, T, dtype=torch.bool)) & (documents[:, :, None] == documents[:, None, :])  # B, T, T
+    allowed = torch.tril(torch.ones(T, T, dtype=torch.bool)) & (
+        documents[:, :, None] == documents[:, None, :]
+    )  # B, T, T
     inner = model.model
     hidden = inner.embed_tokens(ids)
     cos, sin = inner.rotary_emb(hidden, positions)
@@ -169,7 +171,9 @@ def test_output_head_norms_match_exact_values():
     generator = torch.Generator().manual_seed(0)
     rows, cols = model.lm_head.weight.shape
     with torch.no_grad():  # a dominant direction, as training makes one, on top of the random init
-        model.lm_head.weight += 0.05 * torch.randn(rows, 1, generator=generator) @ torch.randn(1, cols, generator=generator)
+        model.lm_head.weight += (
+            0.05 * torch.randn(rows, 1, generator=generator) @ torch.randn(1, cols, generator=generator)
+        )
     weight = model.lm_head.weight.detach()
     exact = torch.linalg.matrix_norm(weight, ord=2).item()
     got = monitored_step(model, packed_batch(2), StabilityMonitor(every_n_steps=1))

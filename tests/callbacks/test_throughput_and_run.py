@@ -19,8 +19,16 @@ def test_flops_per_token_is_6n_plus_attention():
 
 @pytest.mark.parametrize(
     "name, peak",
-    [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A800 80GB PCIe", 312.0),
-     ("NVIDIA H200", 989.0), ("NVIDIA L40S", 362.0), ("NVIDIA L4", 121.0), ("Some Future GPU", None)],
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA A800 80GB PCIe", 312.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA L40S", 362.0),
+        ("NVIDIA L4", 121.0),
+        ("Some Future GPU", None),
+    ],
 )
 def test_peak_table(name, peak):
     assert peak_tflops_for(name) == peak
@@ -48,7 +56,9 @@ def test_real_run_with_every_monitor_reports_to_tensorboard(tmp_path):
     assert [e["step"] for e in throughput] == [2, 3, 4, 6]  # with every training log event
     tokens_per_step = 2 * SEQ  # batch 2 rows, no padding
     for entry in throughput:
-        assert entry["throughput/device/tokens_per_s"] * entry["throughput/step_time_s"] == pytest.approx(tokens_per_step)
+        assert entry["throughput/device/tokens_per_s"] * entry["throughput/step_time_s"] == pytest.approx(
+            tokens_per_step
+        )
         expected_tflops = entry["throughput/device/tokens_per_s"] * flops_per_token(model, SEQ) / 1e12
         assert entry["throughput/device/model_tflops"] == pytest.approx(expected_tflops)
         assert entry["throughput/device/mfu"] == pytest.approx(expected_tflops / 1.0)
@@ -58,8 +68,13 @@ def test_real_run_with_every_monitor_reports_to_tensorboard(tmp_path):
     event_file = next(tmp_path.glob("runs/*/events.out.tfevents.*"))  # TensorBoardCallback's default directory
     events = EventAccumulator(str(event_file.parent)).Reload()
     tags = set(events.Tags()["scalars"])
-    for key in ("stability/max_attn_logit/layer_1", "stability/mlp_in_grad_rms/mean", "stability/max_z_loss",
-                "throughput/device/mfu", "throughput/device/tokens_per_s"):
+    for key in (
+        "stability/max_attn_logit/layer_1",
+        "stability/mlp_in_grad_rms/mean",
+        "stability/max_z_loss",
+        "throughput/device/mfu",
+        "throughput/device/tokens_per_s",
+    ):
         assert f"train/{key}" in tags, key
 
 

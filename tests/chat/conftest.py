@@ -26,9 +26,16 @@ def chat_tokenizer():
 def tiny_model(tokenizer, seed: int = 0) -> WontonForCausalLM:
     torch.manual_seed(seed)
     config = WontonConfig.from_preset(
-        "wonton-tiny", vocab_size=len(tokenizer), hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
-        intermediate_size=256, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        "wonton-tiny",
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        intermediate_size=256,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     return WontonForCausalLM(config)
 

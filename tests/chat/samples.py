@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 CONVERSATIONS = [
-    [{"role": "user", "content": "What is the capital of Italy?"},
-     {"role": "assistant", "content": "The capital of Italy is Rome."}],
-    [{"role": "system", "content": "Antworte kurz."},
-     {"role": "user", "content": "Wie heißt die Hauptstadt von Deutschland?"},
-     {"role": "assistant", "content": "Berlin."},
-     {"role": "user", "content": "Und von Frankreich?"},
-     {"role": "assistant", "content": "Paris, la capitale de la France."}],
-    [{"role": "user", "content": "用一句话介绍北京。"},
-     {"role": "assistant", "content": "北京是中国的首都，有很多历史古迹。"}],
-    [{"role": "user", "content": "Translate to Spanish: the library opens at nine."},
-     {"role": "assistant", "content": "La biblioteca abre a las nueve."},
-     {"role": "user", "content": "And in Italian?"},
-     {"role": "assistant", "content": "La biblioteca apre alle nove."},
-     {"role": "user", "content": "次は日本語で。"},
-     {"role": "assistant", "content": "図書館は九時に開きます。"}],
-    [{"role": "user", "content": "Write a Python function that squares a number."},
-     {"role": "assistant", "content": "def square(x):\n    return x * x"}],
-    [{"role": "user", "content": "오늘 날씨 어때요?"},
-     {"role": "assistant", "content": "오늘 날씨가 정말 좋네요."}],
+    [
+        {"role": "user", "content": "What is the capital of Italy?"},
+        {"role": "assistant", "content": "The capital of Italy is Rome."},
+    ],
+    [
+        {"role": "system", "content": "Antworte kurz."},
+        {"role": "user", "content": "Wie heißt die Hauptstadt von Deutschland?"},
+        {"role": "assistant", "content": "Berlin."},
+        {"role": "user", "content": "Und von Frankreich?"},
+        {"role": "assistant", "content": "Paris, la capitale de la France."},
+    ],
+    [
+        {"role": "user", "content": "用一句话介绍北京。"},
+        {"role": "assistant", "content": "北京是中国的首都，有很多历史古迹。"},
+    ],
+    [
+        {"role": "user", "content": "Translate to Spanish: the library opens at nine."},
+        {"role": "assistant", "content": "La biblioteca abre a las nueve."},
+        {"role": "user", "content": "And in Italian?"},
+        {"role": "assistant", "content": "La biblioteca apre alle nove."},
+        {"role": "user", "content": "次は日本語で。"},
+        {"role": "assistant", "content": "図書館は九時に開きます。"},
+    ],
+    [
+        {"role": "user", "content": "Write a Python function that squares a number."},
+        {"role": "assistant", "content": "def square(x):\n    return x * x"},
+    ],
+    [{"role": "user", "content": "오늘 날씨 어때요?"}, {"role": "assistant", "content": "오늘 날씨가 정말 좋네요."}],
 ]
 
 TEXTS = [

@@ -22,8 +22,9 @@ GREEDY = ["--temperature", "0", "--max-new-tokens", "12"]
 def wonton_hf(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONIOENCODING": "utf-8"}
     # Bytes, decoded here: `text=True` would turn a "\r" in an (untrained) model's reply into "\n".
-    result = subprocess.run([sys.executable, "-c", RUNNER, *args], input=stdin.encode(), capture_output=True,
-                            timeout=120, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", RUNNER, *args], input=stdin.encode(), capture_output=True, timeout=120, env=env
+    )
     return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
 
 
@@ -53,7 +54,9 @@ def test_loop_handles_reset_and_exit(session):
         replies.append("".join(session.reply(text)))
     session.reset()
     out = io.StringIO()
-    assert chat_loop(session, io.StringIO("hello\n/reset\n\nhi again\n/exit\nnever read\n"), out, interactive=False) == 0
+    assert (
+        chat_loop(session, io.StringIO("hello\n/reset\n\nhi again\n/exit\nnever read\n"), out, interactive=False) == 0
+    )
     assert len(session.history) == 2 and session.history[0]["content"] == "hi again"
     # one line per answered turn: the reply to "hello", then the one to "hi again" (replies may hold newlines)
     assert out.getvalue() == "".join(f"{reply}\n" for reply in replies)
@@ -74,8 +77,16 @@ def test_prompt_mode_matches_the_library(saved_chat_model, session, monkeypatch,
     result = wonton_hf("chat", str(saved_chat_model), "--prompt", "What is the capital of Italy?", *GREEDY)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
-    code, out, _ = run_in_process(monkeypatch, capsys, "chat", str(saved_chat_model), "--prompt", "-", *GREEDY,
-                                  stdin="What is the capital of Italy?\n")
+    code, out, _ = run_in_process(
+        monkeypatch,
+        capsys,
+        "chat",
+        str(saved_chat_model),
+        "--prompt",
+        "-",
+        *GREEDY,
+        stdin="What is the capital of Italy?\n",
+    )
     assert code == 0 and out.strip() == expected
 
 
@@ -114,8 +125,14 @@ def read_until(fd: int, marker: bytes, timeout: float = 60) -> bytes:
 def test_interactive_through_a_pseudo_terminal(saved_chat_model):
     controller, terminal = pty.openpty()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    process = subprocess.Popen([sys.executable, "-c", RUNNER, "chat", str(saved_chat_model), *GREEDY],
-                               stdin=terminal, stdout=terminal, stderr=subprocess.DEVNULL, env=env, close_fds=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, "chat", str(saved_chat_model), *GREEDY],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        close_fds=True,
+    )
     os.close(terminal)
     try:
         banner = read_until(controller, b">>> ")

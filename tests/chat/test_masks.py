@@ -45,8 +45,9 @@ def sft_trainer(tmp_path, tokenizer, messages_file, packing: bool) -> SFTTrainer
     config.train.per_device_batch_size = config.train.global_batch_size = 3
     config.train.report_to = []
     dataset, _ = build_chat_dataset([ChatSource("chat", "messages", str(messages_file))])
-    return SFTTrainer(model=tiny_model(tokenizer), args=build_sft_config(config), train_dataset=dataset,
-                      processing_class=tokenizer)
+    return SFTTrainer(
+        model=tiny_model(tokenizer), args=build_sft_config(config), train_dataset=dataset, processing_class=tokenizer
+    )
 
 
 def conversations_in(batch) -> list[tuple[list[int], list[int]]]:
@@ -69,8 +70,9 @@ def conversations_in(batch) -> list[tuple[list[int], list[int]]]:
 def test_exactly_answers_and_their_eos_carry_labels(tmp_path, chat_tokenizer, messages_file, packing):
     trainer = sft_trainer(tmp_path, chat_tokenizer, messages_file, packing)
     assert trainer.padding_free is packing
-    expected = {tuple(ids): labels for ids, labels in
-                (expected_ids_and_labels(chat_tokenizer, m) for m in CONVERSATIONS)}
+    expected = {
+        tuple(ids): labels for ids, labels in (expected_ids_and_labels(chat_tokenizer, m) for m in CONVERSATIONS)
+    }
     seen = []
     rows_with_several = 0
     for batch in trainer.get_train_dataloader():

@@ -17,13 +17,28 @@ def write_config(tmp_path, messages_file, **train):
     config = {
         "run_name": "sft-test",
         "output_dir": str(tmp_path / "out"),
-        "model": {"path": "auto", "tiny_vocab_size": 512,
-                  "tiny_overrides": {"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 256}},
-        "data": {"max_length": 128, "packing": True,
-                 "sources": [{"name": "chat", "format": "messages", "path": str(messages_file), "weight": 6}]},
-        "train": {"max_steps": 10, "learning_rate": 3e-3, "global_batch_size": 4, "per_device_batch_size": 4,
-                  "warmup_ratio": 0.0, "lr_scheduler_type": "constant", "logging_steps": 2, "save_steps": 1000,
-                  "report_to": [], **train},
+        "model": {
+            "path": "auto",
+            "tiny_vocab_size": 512,
+            "tiny_overrides": {"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 256},
+        },
+        "data": {
+            "max_length": 128,
+            "packing": True,
+            "sources": [{"name": "chat", "format": "messages", "path": str(messages_file), "weight": 6}],
+        },
+        "train": {
+            "max_steps": 10,
+            "learning_rate": 3e-3,
+            "global_batch_size": 4,
+            "per_device_batch_size": 4,
+            "warmup_ratio": 0.0,
+            "lr_scheduler_type": "constant",
+            "logging_steps": 2,
+            "save_steps": 1000,
+            "report_to": [],
+            **train,
+        },
         "monitors": {"stability": {"every_n_steps": 5}, "throughput": {}, "spike_guard": None},
     }
     path = tmp_path / "sft.yaml"
@@ -51,8 +66,10 @@ def test_sft_run_loss_falls_and_saves_a_chat_model(tmp_path, messages_file, monk
 
     model = AutoModelForCausalLM.from_pretrained(final)
     tokenizer = AutoTokenizer.from_pretrained(final)
-    assert tokenizer.apply_chat_template(CONVERSATIONS[0][:1], tokenize=False, add_generation_prompt=True) == \
-        "<s> [INST] What is the capital of Italy? [/INST]"
+    assert (
+        tokenizer.apply_chat_template(CONVERSATIONS[0][:1], tokenize=False, add_generation_prompt=True)
+        == "<s> [INST] What is the capital of Italy? [/INST]"
+    )
     ids = tokenizer.apply_chat_template(CONVERSATIONS[0], return_tensors="pt", return_dict=True)["input_ids"]
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=ids).logits).all()
@@ -68,7 +85,7 @@ def test_config_errors_name_the_field(tmp_path, messages_file):
     with pytest.raises(ValueError, match=r"train.lr: unknown key; accepted keys: .*learning_rate"):
         load_sft_config(path, ["train.lr=1e-5"])
     with pytest.raises(ValueError, match="format"):
-        load_sft_config(path, ['data.sources=[{name: x, format: sharegpt, path: a.jsonl}]'])
+        load_sft_config(path, ["data.sources=[{name: x, format: sharegpt, path: a.jsonl}]"])
     with pytest.raises(ValueError, match="deepspeed"):
         load_sft_config(path, ["train.deepspeed=/nonexistent/zero2.json"]).check_files()
     with pytest.raises(ValueError, match=r"data.sources\[0\].path: format messages has no default"):
@@ -80,7 +97,12 @@ def test_config_errors_name_the_field(tmp_path, messages_file):
 
 def test_paper_defaults():
     train = SFTRunConfig().train
-    assert (train.learning_rate, train.global_batch_size, train.betas, train.max_grad_norm) == (2e-5, 512, (0.9, 0.95), 1.0)
+    assert (train.learning_rate, train.global_batch_size, train.betas, train.max_grad_norm) == (
+        2e-5,
+        512,
+        (0.9, 0.95),
+        1.0,
+    )
     assert 1 <= train.epochs <= 3 and train.assistant_only_loss
     assert SFTRunConfig().gradient_accumulation_steps(8) == 16  # 512 / (4 per device x 8 ranks)
 

@@ -61,8 +61,10 @@ def test_saved_tokenizer_keeps_template_and_markers(tmp_path, chat_tokenizer):
     chat_tokenizer.save_pretrained(tmp_path)
     reloaded = AutoTokenizer.from_pretrained(tmp_path)
     for conversation in CONVERSATIONS:
-        assert reloaded.apply_chat_template(conversation)["input_ids"] == \
-            chat_tokenizer.apply_chat_template(conversation)["input_ids"]
+        assert (
+            reloaded.apply_chat_template(conversation)["input_ids"]
+            == chat_tokenizer.apply_chat_template(conversation)["input_ids"]
+        )
     assert has_generation_markers(reloaded.chat_template)
     assert is_chat_template_stop_token_trained(reloaded)  # TRL's own check that </s> carries loss
 

@@ -22,8 +22,12 @@ def original_state_dict(learned: bool, qk_norm: bool, seed: int = 0) -> dict[str
         return torch.randn(*shape, generator=g) * scale + offset
 
     hd = D // HEADS
-    sd = {"linear.weight": r(VOCAB, D), "linear.bias": r(VOCAB),
-          "transformer_encoder.norm.weight": r(D, offset=1.0), "transformer_encoder.norm.bias": r(D)}
+    sd = {
+        "linear.weight": r(VOCAB, D),
+        "linear.bias": r(VOCAB),
+        "transformer_encoder.norm.weight": r(D, offset=1.0),
+        "transformer_encoder.norm.bias": r(D),
+    }
     if learned:
         sd["embedding.token_value_embedding.weight"] = r(VOCAB, D)
         sd["embedding.token_position_embedding.weight"] = r(CTX, D)
@@ -31,15 +35,27 @@ def original_state_dict(learned: bool, qk_norm: bool, seed: int = 0) -> dict[str
         sd["embedding.weight"] = r(VOCAB, D)
     for i in range(LAYERS):
         p = f"transformer_encoder.layers.{i}."
-        sd |= {p + "self_attn.in_proj_weight": r(3 * D, D), p + "self_attn.in_proj_bias": r(3 * D),
-               p + "self_attn.out_proj_weight": r(D, D), p + "self_attn.out_proj_bias": r(D),
-               p + "linear1.weight": r(FF, D), p + "linear1.bias": r(FF),
-               p + "linear2.weight": r(D, FF), p + "linear2.bias": r(D),
-               p + "norm1.weight": r(D, offset=1.0), p + "norm1.bias": r(D),
-               p + "norm2.weight": r(D, offset=1.0), p + "norm2.bias": r(D)}
+        sd |= {
+            p + "self_attn.in_proj_weight": r(3 * D, D),
+            p + "self_attn.in_proj_bias": r(3 * D),
+            p + "self_attn.out_proj_weight": r(D, D),
+            p + "self_attn.out_proj_bias": r(D),
+            p + "linear1.weight": r(FF, D),
+            p + "linear1.bias": r(FF),
+            p + "linear2.weight": r(D, FF),
+            p + "linear2.bias": r(D),
+            p + "norm1.weight": r(D, offset=1.0),
+            p + "norm1.bias": r(D),
+            p + "norm2.weight": r(D, offset=1.0),
+            p + "norm2.bias": r(D),
+        }
         if qk_norm:
-            sd |= {p + "self_attn.q_layer_norm.weight": r(hd, offset=1.0), p + "self_attn.q_layer_norm.bias": r(hd),
-                   p + "self_attn.k_layer_norm.weight": r(hd, offset=1.0), p + "self_attn.k_layer_norm.bias": r(hd)}
+            sd |= {
+                p + "self_attn.q_layer_norm.weight": r(hd, offset=1.0),
+                p + "self_attn.q_layer_norm.bias": r(hd),
+                p + "self_attn.k_layer_norm.weight": r(hd, offset=1.0),
+                p + "self_attn.k_layer_norm.bias": r(hd),
+            }
     return sd
 
 
@@ -66,8 +82,12 @@ def reference_forward(sd: dict[str, torch.Tensor], ids: torch.Tensor, learned: b
         qkv = h @ sd[p + "self_attn.in_proj_weight"].T + sd[p + "self_attn.in_proj_bias"]
         q, k, v = (t.view(B, T, HEADS, hd).transpose(1, 2) for t in qkv.split(D, -1))
         if qk_norm:
-            q = F.layer_norm(q, (hd,), sd[p + "self_attn.q_layer_norm.weight"], sd[p + "self_attn.q_layer_norm.bias"], 1e-5)
-            k = F.layer_norm(k, (hd,), sd[p + "self_attn.k_layer_norm.weight"], sd[p + "self_attn.k_layer_norm.bias"], 1e-5)
+            q = F.layer_norm(
+                q, (hd,), sd[p + "self_attn.q_layer_norm.weight"], sd[p + "self_attn.q_layer_norm.bias"], 1e-5
+            )
+            k = F.layer_norm(
+                k, (hd,), sd[p + "self_attn.k_layer_norm.weight"], sd[p + "self_attn.k_layer_norm.bias"], 1e-5
+            )
         if not learned:
             q, k = rope(q), rope(k)
         scores = (q @ k.transpose(-1, -2) / math.sqrt(hd)).masked_fill(~causal, float("-inf"))
@@ -81,22 +101,44 @@ def reference_forward(sd: dict[str, torch.Tensor], ids: torch.Tensor, learned: b
 
 
 def small_config(learned: bool, qk_norm: bool) -> WontonConfig:
-    return WontonConfig(vocab_size=VOCAB, hidden_size=D, intermediate_size=FF, num_hidden_layers=LAYERS,
-                        num_attention_heads=HEADS, max_position_embeddings=CTX, qk_layernorm=qk_norm,
-                        position_embedding_type="learned" if learned else "rope")
+    return WontonConfig(
+        vocab_size=VOCAB,
+        hidden_size=D,
+        intermediate_size=FF,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        max_position_embeddings=CTX,
+        qk_layernorm=qk_norm,
+        position_embedding_type="learned" if learned else "rope",
+    )
 
 
-@pytest.mark.parametrize(("learned", "qk_norm", "wrapper"), [(False, True, "module"), (True, False, "state_dict"), (False, False, None)])
+@pytest.mark.parametrize(
+    ("learned", "qk_norm", "wrapper"), [(False, True, "module"), (True, False, "state_dict"), (False, False, None)]
+)
 def test_converted_model_matches_the_original_block(tmp_path, learned, qk_norm, wrapper):
     sd = original_state_dict(learned, qk_norm)
     torch.save({wrapper: sd} if wrapper else sd, tmp_path / "orig.pt")
     small_config(learned, qk_norm).save_pretrained(tmp_path / "cfg")
-    assert cli_main(["convert-checkpoint", str(tmp_path / "orig.pt"), "--config", str(tmp_path / "cfg" / "config.json"),
-                     "--output", str(tmp_path / "hf")]) == 0
+    assert (
+        cli_main(
+            [
+                "convert-checkpoint",
+                str(tmp_path / "orig.pt"),
+                "--config",
+                str(tmp_path / "cfg" / "config.json"),
+                "--output",
+                str(tmp_path / "hf"),
+            ]
+        )
+        == 0
+    )
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     ids = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        torch.testing.assert_close(model(input_ids=ids).logits, reference_forward(sd, ids, learned, qk_norm), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            model(input_ids=ids).logits, reference_forward(sd, ids, learned, qk_norm), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_dtype_of_the_checkpoint_is_kept(tmp_path):
@@ -115,7 +157,16 @@ def test_wrong_or_missing_keys_are_listed(tmp_path, capsys):
     sd["transformer_encoder.layers.0.adapter.weight"] = torch.zeros(2)
     torch.save(sd, tmp_path / "orig.pt")
     small_config(False, True).save_pretrained(tmp_path / "cfg")
-    code = cli_main(["convert-checkpoint", str(tmp_path / "orig.pt"), "--config", str(tmp_path / "cfg"), "--output", str(tmp_path / "hf")])
+    code = cli_main(
+        [
+            "convert-checkpoint",
+            str(tmp_path / "orig.pt"),
+            "--config",
+            str(tmp_path / "cfg"),
+            "--output",
+            str(tmp_path / "hf"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "model.layers.1.mlp.down_proj.bias" in err and "transformer_encoder.layers.0.adapter.weight" in err
@@ -136,7 +187,9 @@ def test_shape_mismatch_names_both_shapes(tmp_path):
 
     config = small_config(False, True)
     config.intermediate_size = 128
-    with pytest.raises(ValueError, match=r"model.layers.0.mlp.up_proj.weight: checkpoint \(256, 64\) vs config \(128, 64\)"):
+    with pytest.raises(
+        ValueError, match=r"model.layers.0.mlp.up_proj.weight: checkpoint \(256, 64\) vs config \(128, 64\)"
+    ):
         convert_checkpoint(tmp_path / "orig.pt", config, tmp_path / "hf")
 
 

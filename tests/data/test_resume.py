@@ -166,9 +166,7 @@ def test_old_states_are_migrated_only_where_the_split_did_not_change(corpus, tok
     _, states = run_ranks(corpus, tokenizer, 2, 5)
     old = [dict(roundtrip(s), version=version) for s in states]
     with pytest.raises(ValueError, match=f"split source `de` \\(1 files\\) over 2 shards {split}"):
-        make(corpus, tokenizer, exhaustion="stop", rank=0, world_size=2, seed=11, batch_size=1).load_state_dict(
-            old[0]
-        )
+        make(corpus, tokenizer, exhaustion="stop", rank=0, world_size=2, seed=11, batch_size=1).load_state_dict(old[0])
     single = make(corpus, tokenizer, exhaustion="stop", seed=11, batch_size=1)
     list(islice(batches(single, 0, batch_size=1), 5))
     expected = [b["input_ids"] for b in islice(batches(_resumed(single.state_dict(), corpus, tokenizer), 0, 1), 5)]

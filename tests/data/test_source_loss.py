@@ -20,8 +20,9 @@ def _batch():
 
 
 def test_token_loss_path_equals_the_logits_path():
-    model = WontonForCausalLM(WontonConfig(vocab_size=256, hidden_size=32, intermediate_size=64,
-                                           num_hidden_layers=1, num_attention_heads=2)).train()
+    model = WontonForCausalLM(
+        WontonConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    ).train()
     ids, labels, source_ids = _batch()
     assert _returns_token_loss(model)
     out = model(input_ids=ids, labels=labels, return_token_loss=True)

@@ -192,4 +192,6 @@ def test_skips_after_the_last_window_are_logged_not_lost(tmp_path, tokenizer, ca
         windows = list(scheduler)
     assert len(windows) == 1 and windows[0]["data_state"]["skips"]["en"] == {}
     late = [r.getMessage() for r in caplog.records if "after the last window" in r.getMessage()]
-    assert late == ["source en: 2 malformed_json skipped after the last window of shard 0 (not in the scheduler's stats)"]
+    assert late == [
+        "source en: 2 malformed_json skipped after the last window of shard 0 (not in the scheduler's stats)"
+    ]

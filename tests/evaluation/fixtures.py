@@ -15,7 +15,11 @@ _BELEBELE: dict[str, tuple[str, list[tuple[str, list[str], str]]]] = {
     "eng_Latn": (
         "The river flooded the old town in spring. Volunteers built walls of sandbags and the museum moved its paintings upstairs.",
         [
-            ("What did the museum do?", ["Closed forever", "Moved its paintings upstairs", "Sold the paintings", "Built a wall"], "2"),
+            (
+                "What did the museum do?",
+                ["Closed forever", "Moved its paintings upstairs", "Sold the paintings", "Built a wall"],
+                "2",
+            ),
             ("When did the river flood?", ["In winter", "In autumn", "In spring", "In summer"], "3"),
         ],
     ),
@@ -29,7 +33,11 @@ _BELEBELE: dict[str, tuple[str, list[tuple[str, list[str], str]]]] = {
     "fra_Latn": (
         "La rivière a inondé la vieille ville au printemps. Des bénévoles ont construit des murs de sacs de sable.",
         [
-            ("Qu'ont construit les bénévoles ?", ["Des ponts", "Des bateaux", "Des murs de sacs de sable", "Des maisons"], "3"),
+            (
+                "Qu'ont construit les bénévoles ?",
+                ["Des ponts", "Des bateaux", "Des murs de sacs de sable", "Des maisons"],
+                "3",
+            ),
             ("Quand la rivière a-t-elle débordé ?", ["En hiver", "Au printemps", "En été", "En automne"], "2"),
         ],
     ),
@@ -87,55 +95,129 @@ _XNLI: dict[str, list[dict[str, Any]]] = {
 
 _XSTORYCLOZE: dict[str, list[dict[str, Any]]] = {
     "en": [
-        {"story_id": "en-1", "input_sentence_1": "Anna wanted to bake bread.", "input_sentence_2": "She bought flour.",
-         "input_sentence_3": "She kneaded the dough for ten minutes.", "input_sentence_4": "Then she put it in the oven.",
-         "sentence_quiz1": "The bread came out golden.", "sentence_quiz2": "Anna hates bread.", "answer_right_ending": 1},
-        {"story_id": "en-2", "input_sentence_1": "Tom missed the bus.", "input_sentence_2": "It was raining.",
-         "input_sentence_3": "He had no umbrella.", "input_sentence_4": "He walked to work.",
-         "sentence_quiz1": "He arrived dry and early.", "sentence_quiz2": "He arrived soaked and late.", "answer_right_ending": 2},
+        {
+            "story_id": "en-1",
+            "input_sentence_1": "Anna wanted to bake bread.",
+            "input_sentence_2": "She bought flour.",
+            "input_sentence_3": "She kneaded the dough for ten minutes.",
+            "input_sentence_4": "Then she put it in the oven.",
+            "sentence_quiz1": "The bread came out golden.",
+            "sentence_quiz2": "Anna hates bread.",
+            "answer_right_ending": 1,
+        },
+        {
+            "story_id": "en-2",
+            "input_sentence_1": "Tom missed the bus.",
+            "input_sentence_2": "It was raining.",
+            "input_sentence_3": "He had no umbrella.",
+            "input_sentence_4": "He walked to work.",
+            "sentence_quiz1": "He arrived dry and early.",
+            "sentence_quiz2": "He arrived soaked and late.",
+            "answer_right_ending": 2,
+        },
     ],
     "es": [
-        {"story_id": "es-1", "input_sentence_1": "Ana quería hornear pan.", "input_sentence_2": "Compró harina.",
-         "input_sentence_3": "Amasó la masa diez minutos.", "input_sentence_4": "Luego la metió en el horno.",
-         "sentence_quiz1": "El pan salió dorado.", "sentence_quiz2": "Ana odia el pan.", "answer_right_ending": 1},
-        {"story_id": "es-2", "input_sentence_1": "Tomás perdió el autobús.", "input_sentence_2": "Estaba lloviendo.",
-         "input_sentence_3": "No tenía paraguas.", "input_sentence_4": "Fue andando al trabajo.",
-         "sentence_quiz1": "Llegó seco y temprano.", "sentence_quiz2": "Llegó empapado y tarde.", "answer_right_ending": 2},
+        {
+            "story_id": "es-1",
+            "input_sentence_1": "Ana quería hornear pan.",
+            "input_sentence_2": "Compró harina.",
+            "input_sentence_3": "Amasó la masa diez minutos.",
+            "input_sentence_4": "Luego la metió en el horno.",
+            "sentence_quiz1": "El pan salió dorado.",
+            "sentence_quiz2": "Ana odia el pan.",
+            "answer_right_ending": 1,
+        },
+        {
+            "story_id": "es-2",
+            "input_sentence_1": "Tomás perdió el autobús.",
+            "input_sentence_2": "Estaba lloviendo.",
+            "input_sentence_3": "No tenía paraguas.",
+            "input_sentence_4": "Fue andando al trabajo.",
+            "sentence_quiz1": "Llegó seco y temprano.",
+            "sentence_quiz2": "Llegó empapado y tarde.",
+            "answer_right_ending": 2,
+        },
     ],
     "zh": [
-        {"story_id": "zh-1", "input_sentence_1": "安娜想烤面包。", "input_sentence_2": "她买了面粉。",
-         "input_sentence_3": "她揉了十分钟面。", "input_sentence_4": "然后她把面包放进烤箱。",
-         "sentence_quiz1": "面包烤得金黄。", "sentence_quiz2": "安娜讨厌面包。", "answer_right_ending": 1},
-        {"story_id": "zh-2", "input_sentence_1": "汤姆错过了公交车。", "input_sentence_2": "外面在下雨。",
-         "input_sentence_3": "他没有带伞。", "input_sentence_4": "他走路去上班。",
-         "sentence_quiz1": "他干干爽爽地提前到了。", "sentence_quiz2": "他浑身湿透还迟到了。", "answer_right_ending": 2},
+        {
+            "story_id": "zh-1",
+            "input_sentence_1": "安娜想烤面包。",
+            "input_sentence_2": "她买了面粉。",
+            "input_sentence_3": "她揉了十分钟面。",
+            "input_sentence_4": "然后她把面包放进烤箱。",
+            "sentence_quiz1": "面包烤得金黄。",
+            "sentence_quiz2": "安娜讨厌面包。",
+            "answer_right_ending": 1,
+        },
+        {
+            "story_id": "zh-2",
+            "input_sentence_1": "汤姆错过了公交车。",
+            "input_sentence_2": "外面在下雨。",
+            "input_sentence_3": "他没有带伞。",
+            "input_sentence_4": "他走路去上班。",
+            "sentence_quiz1": "他干干爽爽地提前到了。",
+            "sentence_quiz2": "他浑身湿透还迟到了。",
+            "answer_right_ending": 2,
+        },
     ],
 }
 
 _XWINOGRAD: dict[str, list[dict[str, Any]]] = {
     "en": [
-        {"sentence": "The trophy does not fit in the suitcase because the _ is too big.", "option1": "trophy",
-         "option2": "suitcase", "answer": "1"},
-        {"sentence": "The cat chased the mouse until the _ was tired and hid.", "option1": "cat", "option2": "mouse",
-         "answer": "2"},
+        {
+            "sentence": "The trophy does not fit in the suitcase because the _ is too big.",
+            "option1": "trophy",
+            "option2": "suitcase",
+            "answer": "1",
+        },
+        {
+            "sentence": "The cat chased the mouse until the _ was tired and hid.",
+            "option1": "cat",
+            "option2": "mouse",
+            "answer": "2",
+        },
     ],
     "fr": [
-        {"sentence": "Le trophée ne rentre pas dans la valise car le _ est trop grand.", "option1": "trophée",
-         "option2": "valise", "answer": "1"},
-        {"sentence": "Marie a remercié Julie parce que _ l'avait aidée.", "option1": "Marie", "option2": "Julie",
-         "answer": "2"},
+        {
+            "sentence": "Le trophée ne rentre pas dans la valise car le _ est trop grand.",
+            "option1": "trophée",
+            "option2": "valise",
+            "answer": "1",
+        },
+        {
+            "sentence": "Marie a remercié Julie parce que _ l'avait aidée.",
+            "option1": "Marie",
+            "option2": "Julie",
+            "answer": "2",
+        },
     ],
     "jp": [
-        {"sentence": "トロフィーはスーツケースに入らなかった。_が大きすぎたからだ。", "option1": "トロフィー",
-         "option2": "スーツケース", "answer": "1"},
-        {"sentence": "花子は太郎にお礼を言った。_が手伝ってくれたからだ。", "option1": "花子", "option2": "太郎",
-         "answer": "2"},
+        {
+            "sentence": "トロフィーはスーツケースに入らなかった。_が大きすぎたからだ。",
+            "option1": "トロフィー",
+            "option2": "スーツケース",
+            "answer": "1",
+        },
+        {
+            "sentence": "花子は太郎にお礼を言った。_が手伝ってくれたからだ。",
+            "option1": "花子",
+            "option2": "太郎",
+            "answer": "2",
+        },
     ],
 }
 
 _RACE_PROBLEMS = [
-    {"question": "Where did the family go?", "options": ["The beach", "The mountains", "A museum", "A farm"], "answer": "B"},
-    {"question": "The family came home  _  .", "options": ["early", "happy and tired", "angry", "by plane"], "answer": "B"},
+    {
+        "question": "Where did the family go?",
+        "options": ["The beach", "The mountains", "A museum", "A farm"],
+        "answer": "B",
+    },
+    {
+        "question": "The family came home  _  .",
+        "options": ["early", "happy and tired", "angry", "by plane"],
+        "answer": "B",
+    },
 ]
 
 _ENGLISH: dict[tuple[str, str, str], list[dict[str, Any]]] = {
@@ -144,38 +226,88 @@ _ENGLISH: dict[tuple[str, str, str], list[dict[str, Any]]] = {
         {"text": "He counted the coins twice before he paid for the bread"},
     ],
     ("winogrande", "winogrande_xl", "validation"): [
-        {"sentence": "Sarah lent Maria her car because _ needed to drive to work.", "option1": "Sarah",
-         "option2": "Maria", "answer": "2"},
-        {"sentence": "The glass broke when it hit the floor because the _ was fragile.", "option1": "glass",
-         "option2": "floor", "answer": "1"},
+        {
+            "sentence": "Sarah lent Maria her car because _ needed to drive to work.",
+            "option1": "Sarah",
+            "option2": "Maria",
+            "answer": "2",
+        },
+        {
+            "sentence": "The glass broke when it hit the floor because the _ was fragile.",
+            "option1": "glass",
+            "option2": "floor",
+            "answer": "1",
+        },
     ],
     ("hellaswag", "default", "validation"): [
-        {"ind": 1, "activity_label": "Making tea", "ctx_a": "A man boils water in a kettle.", "ctx_b": "he",
-         "ctx": "A man boils water in a kettle. he", "split": "val", "split_type": "indomain", "source_id": "a",
-         "endings": ["pours it over a tea bag.", "throws the kettle away.", "paints the wall.", "starts to swim."],
-         "label": "0"},
-        {"ind": 2, "activity_label": "Gardening [title] Plant seeds", "ctx_a": "A woman digs a small hole.",
-         "ctx_b": "she", "ctx": "A woman digs a small hole. she", "split": "val", "split_type": "indomain",
-         "source_id": "b", "endings": ["eats the shovel.", "drops seeds in and covers them.", "flies away.",
-                                        "reads a newspaper."], "label": "1"},
+        {
+            "ind": 1,
+            "activity_label": "Making tea",
+            "ctx_a": "A man boils water in a kettle.",
+            "ctx_b": "he",
+            "ctx": "A man boils water in a kettle. he",
+            "split": "val",
+            "split_type": "indomain",
+            "source_id": "a",
+            "endings": ["pours it over a tea bag.", "throws the kettle away.", "paints the wall.", "starts to swim."],
+            "label": "0",
+        },
+        {
+            "ind": 2,
+            "activity_label": "Gardening [title] Plant seeds",
+            "ctx_a": "A woman digs a small hole.",
+            "ctx_b": "she",
+            "ctx": "A woman digs a small hole. she",
+            "split": "val",
+            "split_type": "indomain",
+            "source_id": "b",
+            "endings": ["eats the shovel.", "drops seeds in and covers them.", "flies away.", "reads a newspaper."],
+            "label": "1",
+        },
     ],
     ("piqa", "default", "validation"): [
         {"goal": "To cool a hot drink quickly,", "sol1": "add ice cubes.", "sol2": "put it in the oven.", "label": 0},
-        {"goal": "To open a jar with a tight lid,", "sol1": "freeze the jar.", "sol2": "run the lid under hot water.",
-         "label": 1},
+        {
+            "goal": "To open a jar with a tight lid,",
+            "sol1": "freeze the jar.",
+            "sol2": "run the lid under hot water.",
+            "label": 1,
+        },
     ],
     ("race", "high", "test"): [
-        {"example_id": "r1", "article": "Last summer the family drove to the mountains. They hiked every day and "
-         "came home happy and tired.", "problems": repr(_RACE_PROBLEMS)},
-        {"example_id": "r2", "article": "The library opens at nine. Students often wait outside with coffee.",
-         "problems": repr([{"question": "When does the library open?", "options": ["At eight", "At nine", "At ten",
-                                                                                    "At noon"], "answer": "B"}])},
+        {
+            "example_id": "r1",
+            "article": "Last summer the family drove to the mountains. They hiked every day and "
+            "came home happy and tired.",
+            "problems": repr(_RACE_PROBLEMS),
+        },
+        {
+            "example_id": "r2",
+            "article": "The library opens at nine. Students often wait outside with coffee.",
+            "problems": repr(
+                [
+                    {
+                        "question": "When does the library open?",
+                        "options": ["At eight", "At nine", "At ten", "At noon"],
+                        "answer": "B",
+                    }
+                ]
+            ),
+        },
     ],
     ("super_glue", "boolq", "validation"): [
-        {"idx": 0, "passage": "The Nile is a major river in northeastern Africa.", "question": "is the nile in africa",
-         "label": 1},
-        {"idx": 1, "passage": "Penguins are flightless birds of the southern hemisphere.", "question": "can penguins fly",
-         "label": 0},
+        {
+            "idx": 0,
+            "passage": "The Nile is a major river in northeastern Africa.",
+            "question": "is the nile in africa",
+            "label": 1,
+        },
+        {
+            "idx": 1,
+            "passage": "Penguins are flightless birds of the southern hemisphere.",
+            "question": "can penguins fly",
+            "label": 0,
+        },
     ],
 }
 
@@ -183,9 +315,19 @@ _ENGLISH: dict[tuple[str, str, str], list[dict[str, Any]]] = {
 def _belebele_records(config: str) -> list[dict[str, Any]]:
     passage, questions = _BELEBELE[config]
     return [
-        {"link": "fixture", "question_number": number, "flores_passage": passage, "question": question,
-         "mc_answer1": answers[0], "mc_answer2": answers[1], "mc_answer3": answers[2], "mc_answer4": answers[3],
-         "correct_answer_num": correct, "dialect": config, "ds": "fixture"}
+        {
+            "link": "fixture",
+            "question_number": number,
+            "flores_passage": passage,
+            "question": question,
+            "mc_answer1": answers[0],
+            "mc_answer2": answers[1],
+            "mc_answer3": answers[2],
+            "mc_answer4": answers[3],
+            "correct_answer_num": correct,
+            "dialect": config,
+            "ds": "fixture",
+        }
         for number, (question, answers, correct) in enumerate(questions, start=1)
     ]
 

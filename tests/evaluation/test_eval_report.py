@@ -20,10 +20,27 @@ from wonton_hf.evaluation.report import (
 
 PAPER_NOTES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "PAPER_NOTES.md"
 
-BELEBELE = {"eng_Latn": 0.30, "deu_Latn": 0.40, "fra_Latn": 0.50, "ita_Latn": 0.20, "spa_Latn": 0.35,
-            "zho_Hans": 0.45, "jpn_Jpan": 0.25, "kor_Hang": 0.55}
-XTASKS = {"xnli_en": 0.51, "xnli_de": 0.42, "xnli_zh": 0.33, "xstorycloze_en": 0.70, "xstorycloze_es": 0.60,
-          "xstorycloze_zh": 0.58, "xwinograd_en": 0.80, "xwinograd_fr": 0.61, "xwinograd_jp": 0.69}
+BELEBELE = {
+    "eng_Latn": 0.30,
+    "deu_Latn": 0.40,
+    "fra_Latn": 0.50,
+    "ita_Latn": 0.20,
+    "spa_Latn": 0.35,
+    "zho_Hans": 0.45,
+    "jpn_Jpan": 0.25,
+    "kor_Hang": 0.55,
+}
+XTASKS = {
+    "xnli_en": 0.51,
+    "xnli_de": 0.42,
+    "xnli_zh": 0.33,
+    "xstorycloze_en": 0.70,
+    "xstorycloze_es": 0.60,
+    "xstorycloze_zh": 0.58,
+    "xwinograd_en": 0.80,
+    "xwinograd_fr": 0.61,
+    "xwinograd_jp": 0.69,
+}
 
 
 def _results(drop: tuple[str, ...] = ()) -> dict:
@@ -31,8 +48,10 @@ def _results(drop: tuple[str, ...] = ()) -> dict:
     results |= {task: {"acc,none": value} for task, value in XTASKS.items()}
     results |= {
         "lambada_openai": {"perplexity,none": 12.5, "acc,none": 0.41},
-        "winogrande": {"acc,none": 0.55}, "hellaswag": {"acc,none": 0.31, "acc_norm,none": 0.33},
-        "piqa": {"acc,none": 0.66}, "boolq": {"acc,none": 0.6},  # race not run
+        "winogrande": {"acc,none": 0.55},
+        "hellaswag": {"acc,none": 0.31, "acc_norm,none": 0.33},
+        "piqa": {"acc,none": 0.66},
+        "boolq": {"acc,none": 0.6},  # race not run
     }
     for task in drop:
         del results[task]
@@ -79,7 +98,10 @@ def test_tables_without_results_are_left_out_and_subsets_flagged():
 
 def test_paper_rows_are_printed_beside_ours():
     markdown = render_report(_results(), "tiny")
-    assert "| Wonton 7B (paper) | 0.3517 | 0.3822 | 0.3500 | 0.3689 | 0.3367 | 0.3467 | 0.3567 | 0.3533 | 0.3189 |" in markdown
+    assert (
+        "| Wonton 7B (paper) | 0.3517 | 0.3822 | 0.3500 | 0.3689 | 0.3367 | 0.3467 | 0.3567 | 0.3533 | 0.3189 |"
+        in markdown
+    )
     assert "| Mistral 7B (paper) | 3.7771 | — | 0.7364 | 0.6124 | 0.8074 | 0.4096 | 0.8376 |" in markdown
     # The paper's printed averages agree with the plain mean of its own columns (to its rounding).
     for model in PAPER_RESULTS:
@@ -92,7 +114,11 @@ def test_paper_rows_are_printed_beside_ours():
 @pytest.mark.skipif(not PAPER_NOTES.is_file(), reason="../shared/reference/PAPER_NOTES.md not available")
 def test_paper_numbers_match_the_reference_notes():
     text = PAPER_NOTES.read_text(encoding="utf-8")
-    for marker, table in (("Table 2 (English)", TABLE_2), ("Table 3 (Belebele", TABLE_3), ("Table 4 (accuracy)", TABLE_4)):
+    for marker, table in (
+        ("Table 2 (English)", TABLE_2),
+        ("Table 3 (Belebele", TABLE_3),
+        ("Table 4 (accuracy)", TABLE_4),
+    ):
         section = text.split(marker, 1)[1]
         for model in PAPER_RESULTS:
             line = re.search(rf"^\| {re.escape(model)} \|(.*)\|$", section, re.MULTILINE).group(1)

@@ -30,7 +30,9 @@ def _hub_stand_in(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
         (rows,) = [rows for (d, c, _), rows in records.items() if (d, c) == (dataset, config)]
         calls.append((path, config))
         # Every split a built-in config may name; only the evaluation split is read at zero-shot.
-        return datasets.DatasetDict({s: datasets.Dataset.from_list(rows) for s in ("train", "validation", "test", "eval")})
+        return datasets.DatasetDict(
+            {s: datasets.Dataset.from_list(rows) for s in ("train", "validation", "test", "eval")}
+        )
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     return calls

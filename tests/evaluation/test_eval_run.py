@@ -30,7 +30,16 @@ def _wonton_hf(argv: list[str]) -> int:
 def auto_class_run(tiny_checkpoint, offline_data_dir, tmp_path_factory) -> Path:
     """`wonton-hf eval CHECKPOINT --suite all --data-dir DIR --output OUT`, model loaded via the Auto classes."""
     output = tmp_path_factory.mktemp("eval_auto")
-    argv = ["eval", str(tiny_checkpoint), "--suite", "all", "--data-dir", str(offline_data_dir), "--output", str(output)]
+    argv = [
+        "eval",
+        str(tiny_checkpoint),
+        "--suite",
+        "all",
+        "--data-dir",
+        str(offline_data_dir),
+        "--output",
+        str(output),
+    ]
     assert _wonton_hf(argv) == 0
     return output
 
@@ -87,11 +96,25 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
 def test_trust_remote_code_without_wonton_hf(auto_class_run, tiny_checkpoint, tmp_path):
     """Plain lm-eval, our include folder, the checkpoint's exported code: same numbers as the Auto classes."""
     results_path = tmp_path / "remote_results.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+    }
     completed = subprocess.run(
-        [sys.executable, "-c", REMOTE_CODE_SCRIPT, str(tiny_checkpoint), str(auto_class_run / "lm_eval_tasks"),
-         str(results_path)],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            REMOTE_CODE_SCRIPT,
+            str(tiny_checkpoint),
+            str(auto_class_run / "lm_eval_tasks"),
+            str(results_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
 
@@ -125,19 +148,26 @@ def test_trust_remote_code_only_when_needed(tiny_checkpoint, tmp_path):
     assert needs_trust_remote_code(str(tiny_checkpoint)) is False  # wonton is registered on import
     custom = tmp_path / "custom"
     custom.mkdir()
-    (custom / "config.json").write_text(json.dumps(
-        {"model_type": "somebody_elses_model", "auto_map": {"AutoConfig": "configuration_x.XConfig"}}
-    ))
+    (custom / "config.json").write_text(
+        json.dumps({"model_type": "somebody_elses_model", "auto_map": {"AutoConfig": "configuration_x.XConfig"}})
+    )
     assert needs_trust_remote_code(str(custom)) is True
 
 
 def _needs_code(root):
     custom = root / "custom"
     custom.mkdir()
-    (custom / "config.json").write_text(json.dumps(
-        {"model_type": "somebody_elses_model", "auto_map": {"AutoConfig": "configuration_x.XConfig",
-                                                            "AutoModelForCausalLM": "modeling_x.XForCausalLM"}}
-    ))
+    (custom / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "somebody_elses_model",
+                "auto_map": {
+                    "AutoConfig": "configuration_x.XConfig",
+                    "AutoModelForCausalLM": "modeling_x.XForCausalLM",
+                },
+            }
+        )
+    )
     (custom / "modeling_x.py").write_text("raise SystemExit('remote code ran')\n")
     return custom
 

@@ -21,9 +21,21 @@ from wonton_hf.evaluation.suites import (
 
 EVAL_TASKS = Path(__file__).resolve().parents[2] / "eval_tasks"
 
-BELEBELE = [f"belebele_{c}" for c in ("eng_Latn", "deu_Latn", "fra_Latn", "ita_Latn", "spa_Latn", "zho_Hans", "jpn_Jpan", "kor_Hang")]
-MULTILINGUAL = BELEBELE + ["xnli_en", "xnli_de", "xnli_zh", "xstorycloze_en", "xstorycloze_es", "xstorycloze_zh",
-                           "xwinograd_en", "xwinograd_fr", "xwinograd_jp"]
+BELEBELE = [
+    f"belebele_{c}"
+    for c in ("eng_Latn", "deu_Latn", "fra_Latn", "ita_Latn", "spa_Latn", "zho_Hans", "jpn_Jpan", "kor_Hang")
+]
+MULTILINGUAL = BELEBELE + [
+    "xnli_en",
+    "xnli_de",
+    "xnli_zh",
+    "xstorycloze_en",
+    "xstorycloze_es",
+    "xstorycloze_zh",
+    "xwinograd_en",
+    "xwinograd_fr",
+    "xwinograd_jp",
+]
 ENGLISH = ["lambada_openai", "winogrande", "hellaswag", "piqa", "race", "boolq"]
 
 
@@ -60,8 +72,10 @@ def test_lm_eval_resolves_eval_tasks_to_its_own_tasks():
     assert leaves("wonton_all") == MULTILINGUAL + ENGLISH
     for task in MULTILINGUAL + ENGLISH:  # defined by lm-eval's own YAML, not by us
         assert "/lm_eval/tasks/" in str(index[task].yaml_path).replace("\\", "/")
-    aggregates = {name: config.get("aggregate_metric_list") for name, config in
-                  ((c["group"], c) for c in group_configs().values())}
+    aggregates = {
+        name: config.get("aggregate_metric_list")
+        for name, config in ((c["group"], c) for c in group_configs().values())
+    }
     for group in ("wonton_belebele", "wonton_xnli", "wonton_xstorycloze", "wonton_xwinograd"):
         assert aggregates[group] == [{"metric": "acc", "aggregation": "mean", "weight_by_size": False}]
     assert aggregates["wonton_english"] is None  # Table 2 has no average
@@ -95,8 +109,11 @@ def test_wrong_schema_and_bad_json_are_reported(offline_data_dir, tmp_path):
     good = path.read_text(encoding="utf-8")
     renamed = json.dumps({"sentence": "Le _ est grand.", "option_a": "x", "option_b": "y", "answer": "1"})
     path.write_text(good + renamed + "\n", encoding="utf-8")  # the bad record is the last one
-    with pytest.raises(FileNotFoundError, match=r"xwinograd/fr/test.jsonl: 1 of 3 record\(s\) lack field\(s\) "
-                       r"\(first: line 3 lacks option1, option2\); expected .*option1 \(str\)"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"xwinograd/fr/test.jsonl: 1 of 3 record\(s\) lack field\(s\) "
+        r"\(first: line 3 lacks option1, option2\); expected .*option1 \(str\)",
+    ):
         prepare_task_folder(tmp_path / "tasks", "multilingual", data)
     path.write_text(good + "{not json\n", encoding="utf-8")
     with pytest.raises(FileNotFoundError, match=r"xwinograd/fr/test.jsonl, line 3: not valid JSON"):

@@ -19,16 +19,19 @@ def mixing(experiments_on_path):
 def test_quick_mode_runs_every_arm_and_cell_and_writes_results_and_figures(mixing, tmp_path):
     data = mixing.main(["--quick", "--corpus", str(DEMO_DATA), "--output", str(tmp_path)])
     saved = json.loads((tmp_path / "results.json").read_text())
-    expected = [f"mixing_{arm}_s0" for arm in mixing.MIXING_ARMS] + \
-        [f"curriculum_{o}_{s}_s0" for o in mixing.ORDERS for s in mixing.SCHEDULES]
+    expected = [f"mixing_{arm}_s0" for arm in mixing.MIXING_ARMS] + [
+        f"curriculum_{o}_{s}_s0" for o in mixing.ORDERS for s in mixing.SCHEDULES
+    ]
     assert sorted(saved["runs"]) == sorted(expected)
     names = saved["prepared"]["names"]
     assert "code" in names and len(names) == 9
     for run in saved["runs"].values():
         steps = [p["step"] for p in run["heldout"]]
         assert steps == [0, 3, 6], "scored before training, every 3 steps and at the end"
-        assert all(set(p["losses"]) == set(names) and all(math.isfinite(v) for v in p["losses"].values())
-                   for p in run["heldout"])
+        assert all(
+            set(p["losses"]) == set(names) and all(math.isfinite(v) for v in p["losses"].values())
+            for p in run["heldout"]
+        )
         assert run["heldout"][-1]["losses"] != run["heldout"][0]["losses"]
         config = run["config"]
         assert (config["data"]["feedback"] is not None) == run["spec"]["arm"].startswith("exp3")
@@ -65,14 +68,22 @@ def test_curriculum_keeps_each_sources_share_over_the_run(mixing):
 def _run(arm: str, seed: int, curve: list[float], averaged: float | None = None) -> dict:
     points = [{"step": 10 * i, "tokens": 10 * i * 100, "losses": {"a": v, "b": v}} for i, v in enumerate(curve)]
     experiment = "mixing" if arm in ("static_uniform", "exp3_uniform") else "curriculum"
-    return {"name": f"{arm}_{seed}", "spec": {"experiment": experiment, "arm": arm, "seed": seed}, "heldout": points,
-            "averaged_heldout": {"a": averaged, "b": averaged} if averaged is not None else None,
-            "config": {"train": {"max_steps": 10 * (len(curve) - 1)}}}
+    return {
+        "name": f"{arm}_{seed}",
+        "spec": {"experiment": experiment, "arm": arm, "seed": seed},
+        "heldout": points,
+        "averaged_heldout": {"a": averaged, "b": averaged} if averaged is not None else None,
+        "config": {"train": {"max_steps": 10 * (len(curve) - 1)}},
+    }
 
 
 def test_steps_to_the_static_final_pair_seeds_interpolate_and_count_misses(mixing):
-    runs = [_run("static_uniform", 0, [8, 6, 5, 4.0]), _run("static_uniform", 1, [8, 6, 4.1, 4.2]),
-            _run("exp3_uniform", 0, [8, 5, 4.0, 3.8]), _run("exp3_uniform", 1, [8, 6, 5, 4.5])]
+    runs = [
+        _run("static_uniform", 0, [8, 6, 5, 4.0]),
+        _run("static_uniform", 1, [8, 6, 4.1, 4.2]),
+        _run("exp3_uniform", 0, [8, 5, 4.0, 3.8]),
+        _run("exp3_uniform", 1, [8, 6, 5, 4.5]),
+    ]
     analysis = mixing.analyse({"runs": {r["name"]: r for r in runs}})["mixing"]
     # static seed 1 first reaches its own final 4.2 between steps 10 (6.0) and 20 (4.1): 10 + 10 * 1.8 / 1.9
     assert analysis["static_uniform"]["steps_to_static_final_per_seed"] == [30, pytest.approx(10 + 180 / 19)]
@@ -81,12 +92,18 @@ def test_steps_to_the_static_final_pair_seeds_interpolate_and_count_misses(mixin
     assert analysis["exp3_uniform"]["never_reached"] == 1
     assert analysis["exp3_uniform"]["steps_saved"]["mean"] == pytest.approx(1 / 3)
     assert analysis["exp3_uniform"]["final_mean_heldout"]["mean"] == pytest.approx(4.15)
-    assert analysis["exp3_uniform"]["final_minus_static_paired"]["mean"] == pytest.approx(((3.8 - 4.0) + (4.5 - 4.2)) / 2)
+    assert analysis["exp3_uniform"]["final_minus_static_paired"]["mean"] == pytest.approx(
+        ((3.8 - 4.0) + (4.5 - 4.2)) / 2
+    )
 
 
 def test_curriculum_table_uses_the_averaged_model_where_there_is_one(mixing):
-    runs = [_run("shuffled_constant_avg", 0, [8, 5], averaged=4.5), _run("curriculum_constant_avg", 0, [8, 5], averaged=4.2),
-            _run("shuffled_cosine", 0, [8, 4.4]), _run("curriculum_cosine", 0, [8, 4.5])]
+    runs = [
+        _run("shuffled_constant_avg", 0, [8, 5], averaged=4.5),
+        _run("curriculum_constant_avg", 0, [8, 5], averaged=4.2),
+        _run("shuffled_cosine", 0, [8, 4.4]),
+        _run("curriculum_cosine", 0, [8, 4.5]),
+    ]
     out = mixing.analyse({"runs": {r["name"]: r for r in runs}})["curriculum"]
     assert out["table"]["curriculum_constant_avg"]["final_mean_heldout"]["mean"] == pytest.approx(4.2)
     assert out["table"]["curriculum_constant_avg"]["unaveraged_final"]["mean"] == pytest.approx(5.0)

@@ -38,19 +38,38 @@ def test_quick_mode_trains_every_arm_and_writes_results_and_figures(modules, tmp
     assert peak("no_qkln_lr1_s0") > 2 * peak("no_qkln_lr0.001_s0")
     assert set(data["analysis"]["lr_sensitivity"]) == {"no_qkln", "qkln_maxz"}
     assert set(data["analysis"]["early_warning"]) == set(modules[1].METRICS)
-    for figure in ("final_loss_vs_lr.png", "monitors_high_lr.png", "monitors_vs_lr.png", "lr_sensitivity.png", "spike_guard.png"):
+    for figure in (
+        "final_loss_vs_lr.png",
+        "monitors_high_lr.png",
+        "monitors_vs_lr.png",
+        "lr_sensitivity.png",
+        "spike_guard.png",
+    ):
         assert (tmp_path / figure).stat().st_size > 1000, figure
     again = sweep.main(["--quick", "--corpus", str(DEMO_DATA), "--output", str(tmp_path), "--analyse-only"])
     assert again["runs"].keys() == saved["runs"].keys()
 
 
-def _run(name: str, arm: str, lr: float, losses: list[float | None], heldout: float | None, seed: int = 0,
-         metric: list[float] | None = None) -> dict:
+def _run(
+    name: str,
+    arm: str,
+    lr: float,
+    losses: list[float | None],
+    heldout: float | None,
+    seed: int = 0,
+    metric: list[float] | None = None,
+) -> dict:
     series = {"loss": [[i + 1, v] for i, v in enumerate(losses)]}
     if metric is not None:
         series["stability/max_attn_logit/max"] = [[i + 1, v] for i, v in enumerate(metric)]
-    return {"name": name, "spec": {"arm": arm, "lr": lr, "seed": seed, "guard": None}, "series": series,
-            "initial_heldout_loss": 8.0, "final_heldout_loss": heldout, "error": None}
+    return {
+        "name": name,
+        "spec": {"arm": arm, "lr": lr, "seed": seed, "guard": None},
+        "series": series,
+        "initial_heldout_loss": 8.0,
+        "final_heldout_loss": heldout,
+        "error": None,
+    }
 
 
 def test_divergence_and_lr_sensitivity_follow_the_stated_definitions(modules):
@@ -81,7 +100,14 @@ def test_early_warning_uses_thresholds_from_the_other_runs_without_event(modules
     ]
     warning = analysis.early_warning(runs)["max_attn_logit"]
     rows = {row["run"]: row for row in warning["event_runs"]}
-    assert rows["d1"] == {"run": "d1", "diverged": True, "event_step": 5, "cross_step": 2, "lead_steps": 3, "threshold": 9}
+    assert rows["d1"] == {
+        "run": "d1",
+        "diverged": True,
+        "event_step": 5,
+        "cross_step": 2,
+        "lead_steps": 3,
+        "threshold": 9,
+    }
     assert rows["p1"]["lead_steps"] == -2
     assert [a["run"] for a in warning["false_alarms"]] == ["s3"]
     assert (warning["warned"], warning["late"], warning["missed"]) == (1, 1, 0)

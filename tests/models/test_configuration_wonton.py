@@ -19,7 +19,12 @@ def test_round_trip_through_auto_config(tmp_path):
 
 def test_defaults_follow_the_paper():
     config = WontonConfig()
-    assert (config.hidden_act, config.qk_layernorm, config.use_bias, config.tie_word_embeddings) == ("gelu", True, True, False)
+    assert (config.hidden_act, config.qk_layernorm, config.use_bias, config.tie_word_embeddings) == (
+        "gelu",
+        True,
+        True,
+        False,
+    )
     assert (config.z_loss_coef, config.max_z_loss_coef) == (0.0, 2e-4)
     assert (config.pad_token_id, config.bos_token_id, config.eos_token_id) == (0, 2, 3)
 

@@ -34,8 +34,14 @@ def _generate(model, ids, mask, use_cache: bool, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # nothing of ours may be deprecated in generate()
         return model.generate(
-            ids, attention_mask=mask, use_cache=use_cache, pad_token_id=0, eos_token_id=None,
-            return_dict_in_generate=True, output_logits=True, **kwargs,
+            ids,
+            attention_mask=mask,
+            use_cache=use_cache,
+            pad_token_id=0,
+            eos_token_id=None,
+            return_dict_in_generate=True,
+            output_logits=True,
+            **kwargs,
         )
 
 
@@ -109,7 +115,9 @@ def test_static_cache_decoding_compiles_with_fullgraph():
         cache = StaticCache(config=model.config, max_cache_len=16)
         with torch.no_grad():
             prefill = forward(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
-            step = forward(input_ids=next_ids, attention_mask=next_mask, position_ids=next_positions, cache=cache, use_cache=True)
+            step = forward(
+                input_ids=next_ids, attention_mask=next_mask, position_ids=next_positions, cache=cache, use_cache=True
+            )
         return prefill.logits, step.logits
 
     compiled = torch.compile(model.forward, fullgraph=True, backend="eager")

@@ -17,8 +17,14 @@ VOCAB = 512
 
 
 def tiny_config(**overrides) -> WontonConfig:
-    fields = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, max_position_embeddings=128)
+    fields = dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+    )
     return WontonConfig(**{**fields, **overrides})
 
 
@@ -58,7 +64,9 @@ def test_init_follows_the_scaled_rule():
     assert model.model.embed_tokens.weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert torch.all(layer.self_attn.qkv_proj.bias == 0) and torch.all(model.lm_head.bias == 0)
     assert torch.all(layer.self_attn.q_norm.weight == 1) and torch.all(model.model.norm.bias == 0)
-    plain = WontonForCausalLM(tiny_config(num_hidden_layers=8, hidden_size=256, intermediate_size=1024, scaled_residual_init=False))
+    plain = WontonForCausalLM(
+        tiny_config(num_hidden_layers=8, hidden_size=256, intermediate_size=1024, scaled_residual_init=False)
+    )
     assert plain.model.layers[0].self_attn.o_proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
 
 
@@ -109,8 +117,11 @@ def test_fused_loss_gradient_equals_autograd_of_the_plain_formula():
     flat, target = logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1)
     keep = target != -100
     lse = torch.logsumexp(flat[keep], -1)
-    reference = (F.cross_entropy(flat[keep], target[keep], reduction="sum") * weights[0]
-                 + lse.square().sum() * weights[1] + flat[keep].max(-1).values.square().sum() * weights[2]) / 9
+    reference = (
+        F.cross_entropy(flat[keep], target[keep], reduction="sum") * weights[0]
+        + lse.square().sum() * weights[1]
+        + flat[keep].max(-1).values.square().sum() * weights[2]
+    ) / 9
     reference.backward()
     torch.testing.assert_close(fused_grad, logits.grad)
 
@@ -119,7 +130,9 @@ def test_regularisers_share_the_cross_entropy_denominator_under_accumulation():
     model = tiny_model()
     ids = tokens(2, 8)
     full = model(input_ids=ids, labels=ids)
-    halves = [model(input_ids=ids[i : i + 1], labels=ids[i : i + 1], num_items_in_batch=torch.tensor(14)) for i in (0, 1)]
+    halves = [
+        model(input_ids=ids[i : i + 1], labels=ids[i : i + 1], num_items_in_batch=torch.tensor(14)) for i in (0, 1)
+    ]
     torch.testing.assert_close(sum(h.loss for h in halves), full.loss)
     torch.testing.assert_close(sum(h.max_z_loss for h in halves), full.max_z_loss)
 
@@ -258,7 +271,9 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
         print("remote-ok")
     """)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert "remote-ok" in result.stdout, result.stderr[-3000:]
 
 
@@ -280,8 +295,10 @@ def test_decoder_layer_compiles_without_graph_breaks():
     rope = model.model.rotary_emb(hidden, positions)
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
     with torch.no_grad():
-        torch.testing.assert_close(compiled(hidden, position_embeddings=rope, position_ids=positions),
-                                   layer(hidden, position_embeddings=rope, position_ids=positions))
+        torch.testing.assert_close(
+            compiled(hidden, position_embeddings=rope, position_ids=positions),
+            layer(hidden, position_embeddings=rope, position_ids=positions),
+        )
 
 
 def test_probe_exposes_post_rope_queries_and_keys_on_sdpa():
@@ -326,8 +343,9 @@ def test_token_loss_is_the_per_token_cross_entropy_of_the_fused_pass():
     labels[1, :3] = -100
     out = model(input_ids=ids, labels=labels, return_token_loss=True)
     assert out.token_loss.shape == labels.shape and not out.token_loss.requires_grad
-    expected = F.cross_entropy(out.logits[:, :-1].float().reshape(-1, VOCAB), labels[:, 1:].reshape(-1),
-                               ignore_index=-100, reduction="none").view(2, 8)
+    expected = F.cross_entropy(
+        out.logits[:, :-1].float().reshape(-1, VOCAB), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="none"
+    ).view(2, 8)
     torch.testing.assert_close(out.token_loss[:, :-1], expected.detach())
     assert torch.all(out.token_loss[:, -1] == 0)
     torch.testing.assert_close(out.token_loss.sum() / (labels[:, 1:] != -100).sum(), out.ce_loss.detach())

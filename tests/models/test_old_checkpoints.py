@@ -34,7 +34,9 @@ def test_installed_package_loads_an_old_directory_without_its_code(tmp_path):
     assert type(model) is WontonForCausalLM  # the installed class, not the directory's copy
     prompt = tokens(1, 5)
     kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None)
-    assert torch.equal(model.generate(prompt, use_cache=True, **kwargs), model.generate(prompt, use_cache=False, **kwargs))
+    assert torch.equal(
+        model.generate(prompt, use_cache=True, **kwargs), model.generate(prompt, use_cache=False, **kwargs)
+    )
 
 
 def test_refresh_rewrites_the_code_and_remote_code_generates_correctly(tmp_path):

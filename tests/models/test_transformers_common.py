@@ -132,7 +132,9 @@ class _WontonChecks:
             full = model(next_input_ids, attention_mask=next_attention_mask, output_hidden_states=True)
             cached = model(next_tokens, attention_mask=next_attention_mask, cache=cache, output_hidden_states=True)
         for layer in range(len(full.hidden_states)):
-            torch.testing.assert_close(cached.hidden_states[layer], full.hidden_states[layer][:, -3:], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(
+                cached.hidden_states[layer], full.hidden_states[layer][:, -3:], atol=1e-4, rtol=1e-4
+            )
 
     def test_cached_forward_with_and_without_attention_mask(self):
         """An all-ones mask and no mask give the same cached forward (transformers issue 31943)."""
@@ -149,7 +151,9 @@ class _WontonChecks:
                 outputs.append(model(input_ids[:, cached_len:], attention_mask=mask, cache=cache).last_hidden_state)
         torch.testing.assert_close(outputs[0], outputs[1], atol=1e-5, rtol=1e-5)
 
-    @unittest.skip("Wonton rotates the full head dim (the paper's RoPE); partial rotation is not part of the architecture")
+    @unittest.skip(
+        "Wonton rotates the full head dim (the paper's RoPE); partial rotation is not part of the architecture"
+    )
     def test_model_rope_with_partial_rotation(self):
         pass
 

@@ -80,10 +80,23 @@ def train_small_spm(path: Path, lines: Iterable[str], vocab_size: int, **options
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, model_type="bpe", vocab_size=vocab_size,
-        byte_fallback=True, split_digits=True, normalization_rule_name="identity", add_dummy_prefix=False,
-        remove_extra_whitespaces=False, pad_id=0, unk_id=1, bos_id=2, eos_id=3, minloglevel=2,
-        character_coverage=0.98, hard_vocab_limit=False, **options,
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        byte_fallback=True,
+        split_digits=True,
+        normalization_rule_name="identity",
+        add_dummy_prefix=False,
+        remove_extra_whitespaces=False,
+        pad_id=0,
+        unk_id=1,
+        bos_id=2,
+        eos_id=3,
+        minloglevel=2,
+        character_coverage=0.98,
+        hard_vocab_limit=False,
+        **options,
     )
     path.write_bytes(model.getvalue())
     return path

@@ -47,20 +47,26 @@ def test_resume_notice_for_a_kill_while_the_first_checkpoint_was_empty(tmp_path)
     _checkpoints(tmp_path, incomplete=(10,))
     plan = resume_plan(tmp_path, "auto")
     assert plan.checkpoint is None
-    assert plan.notice == (f"Starting fresh: no complete checkpoint in {tmp_path}; skipped checkpoint-10: incomplete "
-                           "(no COMPLETE marker: the run stopped while writing it).")
+    assert plan.notice == (
+        f"Starting fresh: no complete checkpoint in {tmp_path}; skipped checkpoint-10: incomplete "
+        "(no COMPLETE marker: the run stopped while writing it)."
+    )
 
 
 def test_resume_notice_names_the_checkpoint_and_the_skipped_half_written_one(tmp_path):
     _checkpoints(tmp_path, complete=(10, 20), incomplete=(30,))
     plan = resume_plan(tmp_path, "auto")
     assert plan.checkpoint == tmp_path / "checkpoint-20"
-    assert plan.notice.startswith(f"Resuming from {tmp_path / 'checkpoint-20'} (step 20, the newest complete checkpoint)")
+    assert plan.notice.startswith(
+        f"Resuming from {tmp_path / 'checkpoint-20'} (step 20, the newest complete checkpoint)"
+    )
     assert "skipped checkpoint-30: incomplete" in plan.notice
 
 
-@pytest.mark.parametrize(("resume", "expected"), [("never", "Starting fresh (resume: never); 1 checkpoint(s) in"),
-                                                  ("auto", "Starting fresh: no checkpoint in")])
+@pytest.mark.parametrize(
+    ("resume", "expected"),
+    [("never", "Starting fresh (resume: never); 1 checkpoint(s) in"), ("auto", "Starting fresh: no checkpoint in")],
+)
 def test_resume_notice_fresh(tmp_path, resume, expected):
     if resume == "never":
         _checkpoints(tmp_path, complete=(5,))

@@ -29,8 +29,16 @@ def test_shipped_run_configs_load_and_derive_accumulation():
 
 
 def test_overrides_are_parsed_as_yaml():
-    config = load_run_config(DEMO, ["train.max_steps=7", "model.overrides.qk_layernorm=false", "monitors.spike_guard=null",
-                                    "data.sources[1].weight=0.5", "monitors.stability.every_n_steps=5"])
+    config = load_run_config(
+        DEMO,
+        [
+            "train.max_steps=7",
+            "model.overrides.qk_layernorm=false",
+            "monitors.spike_guard=null",
+            "data.sources[1].weight=0.5",
+            "monitors.stability.every_n_steps=5",
+        ],
+    )
     assert config.train.max_steps == 7 and config.model.overrides == {"qk_layernorm": False}
     assert config.monitors.spike_guard is None and config.monitors.stability.every_n_steps == 5
     assert config.data.sources[1].weight == 0.5
@@ -77,11 +85,26 @@ def test_config_errors_name_the_field(override, path, message):
 
 def test_all_problems_come_at_once_each_with_its_path():
     with pytest.raises(ConfigError) as error:
-        load_run_config(DEMO, ["train.max_steps=abc", "optimizer.learning_rate=abc", "data.sources[2].wieght=1",
-                               "monitors.throughput.peak_tflop=1", "train.use_cpu=maybe", "oops"])
+        load_run_config(
+            DEMO,
+            [
+                "train.max_steps=abc",
+                "optimizer.learning_rate=abc",
+                "data.sources[2].wieght=1",
+                "monitors.throughput.peak_tflop=1",
+                "train.use_cpu=maybe",
+                "oops",
+            ],
+        )
     paths = {p for p, _ in error.value.problems}
-    assert {"train.max_steps", "optimizer.learning_rate", "data.sources[2].wieght", "monitors.throughput.peak_tflop",
-            "train.use_cpu", ""} <= paths
+    assert {
+        "train.max_steps",
+        "optimizer.learning_rate",
+        "data.sources[2].wieght",
+        "monitors.throughput.peak_tflop",
+        "train.use_cpu",
+        "",
+    } <= paths
     assert str(error.value).startswith("Invalid run config (6 problems):")
 
 
@@ -90,14 +113,23 @@ def test_cross_field_checks():
         load_run_config(None, [], data={"sources": SOURCES * 2, "seq_len": 256}, train={"global_batch_tokens": 1024})
     schedule = {"points": [{"at": 10, "weights": {"en": 1}}, {"at": 5, "weights": {"de": 1}}]}
     with pytest.raises(ConfigError) as error:
-        load_run_config(None, [], data={"sources": SOURCES, "seq_len": 256, "schedule": schedule},
-                        train={"global_batch_tokens": 1024})
+        load_run_config(
+            None,
+            [],
+            data={"sources": SOURCES, "seq_len": 256, "schedule": schedule},
+            train={"global_batch_tokens": 1024},
+        )
     assert {"data.schedule.points", "data.schedule.points[1].weights.de"} <= {p for p, _ in error.value.problems}
 
 
-@pytest.mark.parametrize(("override", "message"), [("resume=/no/such/checkpoint", "resume"),
-                                                   ("train.deepspeed=/no/such.json", "train.deepspeed"),
-                                                   ("tokenizer.path=/no/such/dir", "tokenizer.path")])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("resume=/no/such/checkpoint", "resume"),
+        ("train.deepspeed=/no/such.json", "train.deepspeed"),
+        ("tokenizer.path=/no/such/dir", "tokenizer.path"),
+    ],
+)
 def test_missing_files_are_reported_at_launch(override, message):
     config = load_run_config(DEMO, [override])
     with pytest.raises(ConfigError, match=message):
@@ -120,19 +152,23 @@ def test_help_config_lists_every_field_with_doc_and_default():
     from wonton_hf.training.config import run_config_help
 
     text = run_config_help()
-    for line in ("data.sources[*].exhaustion (Literal['repeat', 'stop'], default: 'repeat')",
-                 "monitors.stability.every_n_steps (int, default: 10) - optimizer steps between measurements",
-                 "optimizer.learning_rate (float, default: 0.0003) - peak learning rate",
-                 "data.feedback.update_every (int, default: 1)"):
+    for line in (
+        "data.sources[*].exhaustion (Literal['repeat', 'stop'], default: 'repeat')",
+        "monitors.stability.every_n_steps (int, default: 10) - optimizer steps between measurements",
+        "optimizer.learning_rate (float, default: 0.0003) - peak learning rate",
+        "data.feedback.update_every (int, default: 1)",
+    ):
         assert line in text, line
 
 
 def test_checking_a_config_imports_neither_torch_nor_transformers():
     import subprocess
 
-    code = ("import sys; from wonton_hf.training.config import load_run_config; "
-            f"load_run_config({str(DEMO)!r}, ['optimizer.learning_rate=1e-3']); "
-            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    code = (
+        "import sys; from wonton_hf.training.config import load_run_config; "
+        f"load_run_config({str(DEMO)!r}, ['optimizer.learning_rate=1e-3']); "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -167,6 +203,10 @@ def test_monitor_options_are_read_from_the_monitor_classes():
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
         assert set(options.model_dump()) == set(fields), name
         for key, value in options.model_dump().items():
-            default = fields[key].default_factory() if fields[key].default_factory is not dataclasses.MISSING else fields[key].default
+            default = (
+                fields[key].default_factory()
+                if fields[key].default_factory is not dataclasses.MISSING
+                else fields[key].default
+            )
             assert value == default, (name, key)
     assert [n for n, *_ in dataclass_fields("callbacks/spike_guard.py", "SpikeGuard")][:2] == ["enabled", "window"]

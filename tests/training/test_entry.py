@@ -30,8 +30,9 @@ BAD_CONFIGS = [
 
 def _run(script: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, str(script), *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(script), *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120
+    )
     return result, time.perf_counter() - started
 
 
@@ -53,10 +54,21 @@ def test_valid_exponent_learning_rate_passes_the_check():
 
 
 def test_sft_config_errors_are_one_message_too(tmp_path):
-    result, seconds = _run(SFT, f"output_dir={tmp_path}", "train.epochs=0", "data.sources[0].format=gpt5",
-                           "model.trust_remote_code=maybe", "monitors.stability.every_n_step=2")
+    result, seconds = _run(
+        SFT,
+        f"output_dir={tmp_path}",
+        "train.epochs=0",
+        "data.sources[0].format=gpt5",
+        "model.trust_remote_code=maybe",
+        "monitors.stability.every_n_step=2",
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    for path in ("train.epochs", "data.sources[0].format", "model.trust_remote_code", "monitors.stability.every_n_step"):
+    for path in (
+        "train.epochs",
+        "data.sources[0].format",
+        "model.trust_remote_code",
+        "monitors.stability.every_n_step",
+    ):
         assert f"  {path}: " in result.stderr, result.stderr
     assert seconds < 2.0
 
@@ -82,8 +94,13 @@ def test_wonton_hf_help_is_fast_and_imports_nothing_heavy():
     seconds = time.perf_counter() - started
     assert result.returncode == 0 and "plot-run" in result.stdout and "tokenizer" in result.stdout
     assert seconds < 2.0, seconds
-    code = "import sys, wonton_hf.cli as c; c.build_parser(); print('torch' in sys.modules, 'transformers' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split() == ["False", "False"]
+    code = (
+        "import sys, wonton_hf.cli as c; c.build_parser(); print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split() == [
+        "False",
+        "False",
+    ]
 
 
 def test_the_cli_table_lists_what_the_modules_register():
@@ -102,9 +119,19 @@ def test_the_cli_table_lists_what_the_modules_register():
 
 def test_launch_hands_a_valid_config_to_accelerate(tmp_path):
     accelerate_config = ROOT / "examples" / "configs" / "accelerate" / "single_cpu.yaml"
-    small = ["data.seq_len=64", "train.per_device_batch_size=4", "train.global_batch_tokens=256", "train.max_steps=2",
-             "tokenizer.vocab_size=512", "tokenizer.max_documents_per_source=20", "train.logging_steps=1",
-             "optimizer.warmup_steps=1", "train.report_to=[]", "monitors.stability=null", f"output_dir={tmp_path}"]
+    small = [
+        "data.seq_len=64",
+        "train.per_device_batch_size=4",
+        "train.global_batch_tokens=256",
+        "train.max_steps=2",
+        "tokenizer.vocab_size=512",
+        "tokenizer.max_documents_per_source=20",
+        "train.logging_steps=1",
+        "optimizer.warmup_steps=1",
+        "train.report_to=[]",
+        "monitors.stability=null",
+        f"output_dir={tmp_path}",
+    ]
     result, _ = _run(PRETRAIN, "--launch", str(accelerate_config), *small)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "starting: accelerate launch --config_file" in result.stdout

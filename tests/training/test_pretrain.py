@@ -18,9 +18,16 @@ from wonton_hf.training import launch as launch_module
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "configs" / "runs" / "wonton-tiny-cpu.yaml"
 DRIVER = Path(__file__).with_name("pretrain_driver.py")
-SMALL = ["data.seq_len=64", "train.per_device_batch_size=4", "train.global_batch_tokens=256",
-         "tokenizer.vocab_size=512", "tokenizer.max_documents_per_source=30", "train.logging_steps=1",
-         "optimizer.warmup_steps=2", "train.report_to=[]"]
+SMALL = [
+    "data.seq_len=64",
+    "train.per_device_batch_size=4",
+    "train.global_batch_tokens=256",
+    "tokenizer.vocab_size=512",
+    "tokenizer.max_documents_per_source=30",
+    "train.logging_steps=1",
+    "optimizer.warmup_steps=2",
+    "train.report_to=[]",
+]
 
 
 def small(tmp_path, *extra):
@@ -41,8 +48,9 @@ def test_demo_trains_saves_and_the_result_loads_and_generates(tmp_path, capsys):
     # The end-of-run data report, summed over ranks, agrees with the last log event's counts.
     report = json.loads((config.run_dir / "data_report.json").read_text())
     last = prepared.trainer.state.log_history[-2]
-    assert {n: s["tokens"] for n, s in report["sources"].items()} == \
-        {k.split("/")[-1]: v for k, v in last.items() if k.startswith("data/tokens/")}
+    assert {n: s["tokens"] for n, s in report["sources"].items()} == {
+        k.split("/")[-1]: v for k, v in last.items() if k.startswith("data/tokens/")
+    }
     assert report["totals"]["tokens"] == 12 * 256 and "Data report (1 rank(s)):" in console
     assert len(losses) == 12 and losses[-1] < losses[0]
     steps = [e for e in prepared.trainer.state.log_history if "loss" in e]
@@ -57,7 +65,9 @@ def test_demo_trains_saves_and_the_result_loads_and_generates(tmp_path, capsys):
     ids = tokenizer("The weather", return_tensors="pt").input_ids
     out = model.generate(ids, max_new_tokens=5, do_sample=False)
     assert out.shape[1] == ids.shape[1] + 5
-    assert (config.run_dir / "run_config.yaml").is_file() and (config.run_dir / "tokenizer" / "tokenizer.json").is_file()
+    assert (config.run_dir / "run_config.yaml").is_file() and (
+        config.run_dir / "tokenizer" / "tokenizer.json"
+    ).is_file()
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
@@ -67,12 +77,23 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 def _data(run_dir: Path) -> dict[int, dict[str, float]]:
     state = json.loads((run_dir / "checkpoint-12" / "trainer_state.json").read_text())
-    return {e["step"]: {k: v for k, v in e.items() if k.startswith("data/tokens")} for e in state["log_history"] if "loss" in e}
+    return {
+        e["step"]: {k: v for k, v in e.items() if k.startswith("data/tokens")}
+        for e in state["log_history"]
+        if "loss" in e
+    }
 
 
 def _drive(args, env=None, check=True):
-    return subprocess.run([sys.executable, str(DRIVER), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, **(env or {})}, check=False)
+    return subprocess.run(
+        [sys.executable, str(DRIVER), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def test_kill_9_then_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
@@ -87,8 +108,10 @@ def test_kill_9_then_resume_continues_exactly_like_an_uninterrupted_run(tmp_path
     resumed = _drive([str(DEMO), *small(tmp_path / "run", *common)])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     resumed_from = ((kill_at - 1) // 3) * 3  # >= 3: killed at step 4 or later
-    assert f"Resuming from {tmp_path / 'run' / 'pretrain-demo' / f'checkpoint-{resumed_from}'} (step {resumed_from}" \
+    assert (
+        f"Resuming from {tmp_path / 'run' / 'pretrain-demo' / f'checkpoint-{resumed_from}'} (step {resumed_from}"
         in resumed.stderr
+    )
     ref_losses, run_losses = _losses(tmp_path / "ref" / "pretrain-demo"), _losses(tmp_path / "run" / "pretrain-demo")
     assert sorted(run_losses) == list(range(1, 13))
     for step in range(1, 13):
@@ -98,9 +121,22 @@ def test_kill_9_then_resume_continues_exactly_like_an_uninterrupted_run(tmp_path
 
 def test_two_cpu_processes_train_with_ddp(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         str(DRIVER), str(DEMO), *small(tmp_path, "train.max_steps=4", "train.global_batch_tokens=512")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            str(DRIVER),
+            str(DEMO),
+            *small(tmp_path, "train.max_steps=4", "train.global_batch_tokens=512"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     state = json.loads((tmp_path / "pretrain-demo" / "checkpoint-4" / "trainer_state.json").read_text())
@@ -120,8 +156,11 @@ def test_deepspeed_without_a_launcher_is_refused_with_the_command_to_use(tmp_pat
 
 def test_accelerate_cpu_with_two_processes_is_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.setattr(launch_module, "_parent_command_line",
-                        lambda: ["/venv/bin/python", "/venv/bin/accelerate", "launch", "--num_processes", "2", "--cpu", "x.py"])
+    monkeypatch.setattr(
+        launch_module,
+        "_parent_command_line",
+        lambda: ["/venv/bin/python", "/venv/bin/accelerate", "launch", "--num_processes", "2", "--cpu", "x.py"],
+    )
     with pytest.raises(LaunchError, match="multi_cpu.yaml"):
         check_launch(load_run_config(DEMO, small(tmp_path)))
 
@@ -129,12 +168,29 @@ def test_accelerate_cpu_with_two_processes_is_refused(tmp_path, monkeypatch):
 def test_deepspeed_zero2_on_two_cpu_processes_shards_the_optimizer(tmp_path):
     """The GPU recipe (accelerate + DeepSpeed ZeRO-2 + zero2.json with "auto" values) run on 2 CPU processes."""
     result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-         str(ROOT / "examples/configs/accelerate/deepspeed_zero2_cpu.yaml"), "--main_process_port", "29534",
-         str(DRIVER), str(DEMO), *small(tmp_path, "train.max_steps=4", "train.global_batch_tokens=512",
-                                       "train.save_steps=2", "train.average_last=2",
-                                       f"train.deepspeed={ROOT / 'examples/configs/deepspeed/zero2.json'}")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(ROOT / "examples/configs/accelerate/deepspeed_zero2_cpu.yaml"),
+            "--main_process_port",
+            "29534",
+            str(DRIVER),
+            str(DEMO),
+            *small(
+                tmp_path,
+                "train.max_steps=4",
+                "train.global_batch_tokens=512",
+                "train.save_steps=2",
+                "train.average_last=2",
+                f"train.deepspeed={ROOT / 'examples/configs/deepspeed/zero2.json'}",
+            ),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = tmp_path / "pretrain-demo" / "checkpoint-4"

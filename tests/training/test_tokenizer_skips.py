@@ -12,8 +12,10 @@ def test_skip_counts_agree_with_the_reader(tmp_path, caplog):
     bad = ["{not json", json.dumps({"body": "no text field"}), json.dumps({"text": 5}), "\xff broken"]
     (tmp_path / "en.jsonl").write_text("\n".join(good[:10] + bad + good[10:]) + "\n", encoding="utf-8")
     (tmp_path / "de.jsonl").write_text("\n".join(good) + "\n", encoding="utf-8")
-    sources = [DataSource(name="en", paths=[str(tmp_path / "en.jsonl")]),
-               DataSource(name="de", paths=[str(tmp_path / "de.jsonl")])]
+    sources = [
+        DataSource(name="en", paths=[str(tmp_path / "en.jsonl")]),
+        DataSource(name="de", paths=[str(tmp_path / "de.jsonl")]),
+    ]
     for source in sources:
         source.resolve()
     with caplog.at_level(logging.WARNING):

@@ -19,18 +19,43 @@ from wonton_hf.training.launch import build_training_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "configs" / "runs" / "wonton-tiny-cpu.yaml"
-SMALL = ["data.seq_len=64", "train.per_device_batch_size=4", "train.global_batch_tokens=256",
-         "tokenizer.vocab_size=512", "tokenizer.max_documents_per_source=30", "train.logging_steps=1",
-         "train.report_to=[]", "monitors.stability=null", "monitors.throughput=null", "monitors.spike_guard=null"]
-WSD = ["optimizer.lr_scheduler_type=warmup_stable_decay", "optimizer.warmup_steps=2", "optimizer.decay_steps=3",
-       "optimizer.decay_type=linear", "optimizer.min_lr_rate=0.1", "optimizer.learning_rate=1e-3"]
+SMALL = [
+    "data.seq_len=64",
+    "train.per_device_batch_size=4",
+    "train.global_batch_tokens=256",
+    "tokenizer.vocab_size=512",
+    "tokenizer.max_documents_per_source=30",
+    "train.logging_steps=1",
+    "train.report_to=[]",
+    "monitors.stability=null",
+    "monitors.throughput=null",
+    "monitors.spike_guard=null",
+]
+WSD = [
+    "optimizer.lr_scheduler_type=warmup_stable_decay",
+    "optimizer.warmup_steps=2",
+    "optimizer.decay_steps=3",
+    "optimizer.decay_type=linear",
+    "optimizer.min_lr_rate=0.1",
+    "optimizer.learning_rate=1e-3",
+]
 
 
 @pytest.fixture(scope="module")
 def wsd_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("wsd")
-    config = load_run_config(DEMO, SMALL + WSD + [f"output_dir={out}", "train.max_steps=8", "train.save_steps=2",
-                                                  "train.save_total_limit=null", "train.average_last=3"])
+    config = load_run_config(
+        DEMO,
+        SMALL
+        + WSD
+        + [
+            f"output_dir={out}",
+            "train.max_steps=8",
+            "train.save_steps=2",
+            "train.save_total_limit=null",
+            "train.average_last=3",
+        ],
+    )
     prepared = build_trainer(config)
     run(prepared)
     return config, prepared.trainer.state.log_history
@@ -48,8 +73,16 @@ def test_wsd_learning_rate_warms_up_stays_then_decays(wsd_run):
 
 
 def test_decay_fraction_maps_to_transformers_kwargs():
-    config = load_run_config(DEMO, SMALL + ["optimizer.lr_scheduler_type=warmup_stable_decay", "train.max_steps=300",
-                                            "optimizer.decay_fraction=0.25", "optimizer.min_lr_rate=0.0"])
+    config = load_run_config(
+        DEMO,
+        SMALL
+        + [
+            "optimizer.lr_scheduler_type=warmup_stable_decay",
+            "train.max_steps=300",
+            "optimizer.decay_fraction=0.25",
+            "optimizer.min_lr_rate=0.0",
+        ],
+    )
     args = build_training_arguments(config)
     assert args.lr_scheduler_type == "warmup_stable_decay"
     assert args.lr_scheduler_kwargs == {"num_decay_steps": 75, "decay_type": "1-sqrt", "min_lr_ratio": 0.0}
@@ -61,10 +94,16 @@ def test_decay_fraction_maps_to_transformers_kwargs():
     ("overrides", "field", "message"),
     [
         (["optimizer.decay_steps=10"], "optimizer.decay_steps", "only used by lr_scheduler_type warmup_stable_decay"),
-        (["optimizer.lr_scheduler_type=warmup_stable_decay", "optimizer.decay_steps=290"], "optimizer.decay_steps",
-         "exceed train.max_steps (300)"),
-        (["optimizer.lr_scheduler_type=warmup_stable_decay", "optimizer.decay_fraction=0.95"],
-         "optimizer.decay_fraction", "warm-up (30) + decay (285)"),
+        (
+            ["optimizer.lr_scheduler_type=warmup_stable_decay", "optimizer.decay_steps=290"],
+            "optimizer.decay_steps",
+            "exceed train.max_steps (300)",
+        ),
+        (
+            ["optimizer.lr_scheduler_type=warmup_stable_decay", "optimizer.decay_fraction=0.95"],
+            "optimizer.decay_fraction",
+            "warm-up (30) + decay (285)",
+        ),
         (["optimizer.decay_fraction=0"], "optimizer.decay_fraction", "greater than 0"),
         (["optimizer.decay_type=exp"], "optimizer.decay_type", "'1-sqrt'"),
         (["train.average_last=1"], "train.average_last", "greater than or equal to 2"),
@@ -89,9 +128,12 @@ def test_help_config_shows_the_new_fields():
     from wonton_hf.training.config import run_config_help
 
     text = run_config_help()
-    for line in ("optimizer.decay_fraction (float, default: 0.2)", "optimizer.decay_steps (int | None, default: None)",
-                 "optimizer.decay_type (Literal['linear', 'cosine', '1-sqrt'], default: '1-sqrt')",
-                 "train.average_last (int | None, default: None)"):
+    for line in (
+        "optimizer.decay_fraction (float, default: 0.2)",
+        "optimizer.decay_steps (int | None, default: None)",
+        "optimizer.decay_type (Literal['linear', 'cosine', '1-sqrt'], default: '1-sqrt')",
+        "train.average_last (int | None, default: None)",
+    ):
         assert line in text, line
 
 

@@ -103,7 +103,11 @@ class StepLossCapture:
         # so the step's loss is their sum; without it each is a per-batch mean and the step's is their mean.
         self._normalised_by_step = kwargs.get("num_items_in_batch") is not None
         for name in self.TERMS:
-            value = getattr(output, name, None) if not isinstance(output, tuple) else (output[0] if name == "loss" else None)
+            value = (
+                getattr(output, name, None)
+                if not isinstance(output, tuple)
+                else (output[0] if name == "loss" else None)
+            )
             if isinstance(value, torch.Tensor):
                 value = value.detach().float()
                 self._sums[name] = self._sums[name] + value if name in self._sums else value

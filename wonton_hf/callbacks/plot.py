@@ -35,7 +35,9 @@ def find_log_history(run_dir: Path) -> list[dict]:
     if not state.exists():
         from ..training.checkpoints import checkpoint_step
 
-        checkpoints = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: checkpoint_step(p.parent) or -1)
+        checkpoints = sorted(
+            run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: checkpoint_step(p.parent) or -1
+        )
         state = checkpoints[-1] if checkpoints else None
     if state is not None:
         return json.loads(state.read_text(encoding="utf-8")).get("log_history", [])
@@ -101,8 +103,12 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     series = collect(find_log_history(run_dir))
     out = Path(out_dir) if out_dir else run_dir / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    spike_steps = [step for key in series if key in ("spike/skip", "spike/rollback", "spike/bad_step_not_skipped")
-                   for step, _ in series[key]]
+    spike_steps = [
+        step
+        for key in series
+        if key in ("spike/skip", "spike/rollback", "spike/bad_step_not_skipped")
+        for step, _ in series[key]
+    ]
     written = []
     for stem, (title, families) in FIGURES.items():
         keys = _keys(series, families)
@@ -110,7 +116,9 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
             continue
         written.append(_figure(plt, title, series, keys, spike_steps if stem == "loss" else [], out / f"{stem}.png"))
     if not written:
-        raise ValueError(f"The logs under {run_dir} hold none of the plotted metrics (loss, stability/*, throughput/*).")
+        raise ValueError(
+            f"The logs under {run_dir} hold none of the plotted metrics (loss, stability/*, throughput/*)."
+        )
     return written
 
 

@@ -95,8 +95,15 @@ class SpikeGuard(LoggingCallback, ExportableState):
 
     @staticmethod
     def _fresh_state() -> dict[str, Any]:
-        return {"losses": [], "bad_in_a_row": 0, "streak_from_metrics": False, "last_good_step": 0, "skipped": 0,
-                "rollbacks": 0, "events": []}
+        return {
+            "losses": [],
+            "bad_in_a_row": 0,
+            "streak_from_metrics": False,
+            "last_good_step": 0,
+            "skipped": 0,
+            "rollbacks": 0,
+            "events": [],
+        }
 
     # -- state (plain dict; also saved by the Trainer in trainer_state.json via ExportableState) -------------
 
@@ -194,16 +201,23 @@ class SpikeGuard(LoggingCallback, ExportableState):
         self._state["streak_from_metrics"] = False
         self._state["last_good_step"] = step
         if loss is not None:
-            self._state["losses"] = (self._state["losses"] + [loss])[-self.window:]
+            self._state["losses"] = (self._state["losses"] + [loss])[-self.window :]
 
     def _event(self, control, step: int, kind: str, **details: Any) -> None:
         # Non-finite losses are kept as text: the state must stay strict JSON.
-        kept = {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in details.items() if v is not None}
+        kept = {
+            k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in details.items()
+            if v is not None
+        }
         self._state["events"] = (self._state["events"] + [{"step": step, "event": kind, **kept}])[-_MAX_EVENTS:]
         if is_main_process():
             logger.warning("SpikeGuard step %d: %s %s", step, kind, kept)
-        metrics = {f"{PREFIX}/{kind}": 1.0, f"{PREFIX}/skipped_total": float(self._state["skipped"]),
-                   f"{PREFIX}/rollbacks_total": float(self._state["rollbacks"])}
+        metrics = {
+            f"{PREFIX}/{kind}": 1.0,
+            f"{PREFIX}/skipped_total": float(self._state["skipped"]),
+            f"{PREFIX}/rollbacks_total": float(self._state["rollbacks"]),
+        }
         loss = details.get("loss")
         if loss is not None and math.isfinite(loss):
             metrics[f"{PREFIX}/bad_loss"] = loss
@@ -216,7 +230,11 @@ class SpikeGuard(LoggingCallback, ExportableState):
     def _roll_back(self, args, state, control, step: int, model, optimizer, lr_scheduler) -> None:
         if self._state["rollbacks"] >= self.max_rollbacks:
             self._event(control, step, "gave_up", reason=f"{self.max_rollbacks} rollbacks already")
-            logger.error("SpikeGuard: training stopped after %d rollbacks; inspect the data around step %d.", self.max_rollbacks, step)
+            logger.error(
+                "SpikeGuard: training stopped after %d rollbacks; inspect the data around step %d.",
+                self.max_rollbacks,
+                step,
+            )
             control.should_training_stop = self._stopped = True
             return
         if self._deepspeed:
@@ -228,8 +246,12 @@ class SpikeGuard(LoggingCallback, ExportableState):
         self._state["streak_from_metrics"] = False
         checkpoint = newest_complete_checkpoint(args.output_dir, at_or_before=self._state["last_good_step"])
         if checkpoint is None:
-            self._event(control, step, "rollback_unavailable",
-                        reason=f"no complete checkpoint at or before step {self._state['last_good_step']}")
+            self._event(
+                control,
+                step,
+                "rollback_unavailable",
+                reason=f"no complete checkpoint at or before step {self._state['last_good_step']}",
+            )
             return
         target = load_training_state(checkpoint, model, optimizer, lr_scheduler if self.rewind_schedule else None)
         retire_newer_checkpoints(args.output_dir, target, main_process=state.is_world_process_zero)
@@ -260,8 +282,10 @@ def _load_weights(checkpoint: Path, model: nn.Module) -> None:
     tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
     missing = [k for k in result.missing_keys if k not in tied]
     if missing or result.unexpected_keys:
-        raise ValueError(f"SpikeGuard: checkpoint {checkpoint} does not match the model "
-                         f"(missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}).")
+        raise ValueError(
+            f"SpikeGuard: checkpoint {checkpoint} does not match the model "
+            f"(missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})."
+        )
 
 
 def load_training_state(checkpoint: Path, model: nn.Module, optimizer: Any, lr_scheduler: Any) -> int:

@@ -59,11 +59,17 @@ def document_ids(kwargs: dict[str, Any], batch: int, length: int, device: torch.
         documents = starts.cumsum(0).expand(batch, length)
     else:
         documents = torch.zeros(batch, length, dtype=torch.long, device=device)
-    valid = mask.bool() if mask is not None and mask.ndim == 2 else torch.ones(batch, length, dtype=torch.bool, device=device)
+    valid = (
+        mask.bool()
+        if mask is not None and mask.ndim == 2
+        else torch.ones(batch, length, dtype=torch.bool, device=device)
+    )
     return _Batch(documents.to(device), valid.to(device))
 
 
-def max_attention_logit(query: torch.Tensor, key: torch.Tensor, scaling: float, batch: _Batch, samples: int) -> torch.Tensor:
+def max_attention_logit(
+    query: torch.Tensor, key: torch.Tensor, scaling: float, batch: _Batch, samples: int
+) -> torch.Tensor:
     """max over sampled query rows i and allowed keys j <= i of q_i . k_j * scaling (see module docstring)."""
     _, _, length, _ = query.shape  # B, H, T, D
     if samples and samples < length:
@@ -83,7 +89,9 @@ def max_attention_logit(query: torch.Tensor, key: torch.Tensor, scaling: float, 
     return best
 
 
-def spectral_norm(weight: torch.Tensor, iterations: int, vector: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def spectral_norm(
+    weight: torch.Tensor, iterations: int, vector: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(largest singular value estimate, right singular vector estimate) of `weight` [out, in] by power iteration.
 
     The start vector is `vector` if it fits, else a fixed-seed random one (so every rank holding the same
@@ -114,9 +122,13 @@ def find_layers(model: nn.Module, path: str = "") -> nn.ModuleList:
     """The model's list of blocks: `path` if given, else the longest ModuleList named `layers` or `h`."""
     if path:
         return model.get_submodule(path)
-    candidates = [m for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and n.rsplit(".", 1)[-1] in ("layers", "h")]
+    candidates = [
+        m for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and n.rsplit(".", 1)[-1] in ("layers", "h")
+    ]
     if not candidates:
-        raise ValueError("StabilityMonitor: no `layers`/`h` ModuleList in the model; set `layers_module` to the blocks' path.")
+        raise ValueError(
+            "StabilityMonitor: no `layers`/`h` ModuleList in the model; set `layers_module` to the blocks' path."
+        )
     return max(candidates, key=len)
 
 
@@ -144,7 +156,9 @@ class StabilityMonitor(LoggingCallback):
         if self.query_samples < 0:
             raise ValueError(f"StabilityMonitor: `query_samples` must be >= 0 (0 = all), got {self.query_samples}.")
         if self.output_norm_iterations < 0:
-            raise ValueError(f"StabilityMonitor: `output_norm_iterations` must be >= 0 (0 = off), got {self.output_norm_iterations}.")
+            raise ValueError(
+                f"StabilityMonitor: `output_norm_iterations` must be >= 0 (0 = off), got {self.output_norm_iterations}."
+            )
         self._handles: list[Any] = []
         self._losses = StepLossCapture()
         self._batch: _Batch | None = None
@@ -234,7 +248,9 @@ class StabilityMonitor(LoggingCallback):
             if valid is not None and valid.shape == per_token.shape:
                 self._stats["out"].append((per_token[valid].sum(), valid.sum().float()))
             else:
-                self._stats["out"].append((per_token.sum(), torch.tensor(float(per_token.numel()), device=per_token.device)))
+                self._stats["out"].append(
+                    (per_token.sum(), torch.tensor(float(per_token.numel()), device=per_token.device))
+                )
 
     @staticmethod
     def _add(table: dict, index: int, total: torch.Tensor, count: torch.Tensor) -> None:
@@ -249,10 +265,15 @@ class StabilityMonitor(LoggingCallback):
             try:
                 weight = layer.get_submodule(self.mlp_input_module).weight
             except AttributeError:
-                self._warn_once("mlp", f"StabilityMonitor: no `{self.mlp_input_module}` in block {index}; set `mlp_input_module`.")
+                self._warn_once(
+                    "mlp", f"StabilityMonitor: no `{self.mlp_input_module}` in block {index}; set `mlp_input_module`."
+                )
                 return {}
             if weight.grad is None:  # DeepSpeed/FSDP keep gradients partitioned, or already stepped
-                self._warn_once("grad", "StabilityMonitor: MLP weight gradients are not materialised here; gradient RMS is not logged.")
+                self._warn_once(
+                    "grad",
+                    "StabilityMonitor: MLP weight gradients are not materialised here; gradient RMS is not logged.",
+                )
                 return {}
             out[index] = weight.grad.detach().float().square().mean().sqrt()
         return out
@@ -284,14 +305,18 @@ class StabilityMonitor(LoggingCallback):
         if self.output_norm_iterations:
             metrics.update(self._output_norms(model))
         if "max_attn_logit" not in {k.split("/")[1] for k in metrics}:
-            self._warn_once("probe", "StabilityMonitor: no attention `probe` modules found; attention metrics are not logged.")
+            self._warn_once(
+                "probe", "StabilityMonitor: no attention `probe` modules found; attention metrics are not logged."
+            )
         return metrics
 
     def _output_norms(self, model: nn.Module) -> dict[str, float]:
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         weight = getattr(head, "weight", None)
         if weight is None or weight.ndim != 2 or weight.numel() == 0:  # ZeRO-3/FSDP shards leave an empty local view
-            self._warn_once("head", "StabilityMonitor: no materialised output-head weight; its operator norm is not logged.")
+            self._warn_once(
+                "head", "StabilityMonitor: no materialised output-head weight; its operator norm is not logged."
+            )
             return {}
         with torch.no_grad():
             spectral, self._power_vector = spectral_norm(weight, self.output_norm_iterations, self._power_vector)

@@ -127,8 +127,10 @@ class ThroughputMonitor(LoggingCallback):
         if self._peak is None and torch.cuda.is_available() and args.device.type == "cuda":
             self._peak = peak_tflops_for(torch.cuda.get_device_name(args.device))
             if self._peak is None:
-                logger.warning("ThroughputMonitor: unknown peak for %s; set `peak_tflops` to log MFU.",
-                               torch.cuda.get_device_name(args.device))
+                logger.warning(
+                    "ThroughputMonitor: unknown peak for %s; set `peak_tflops` to log MFU.",
+                    torch.cuda.get_device_name(args.device),
+                )
         self._last_end = time.perf_counter()
 
     def _count(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -184,7 +186,10 @@ class ThroughputMonitor(LoggingCallback):
         metrics[f"{PREFIX}/tokens_per_s"] = tokens_per_s * world  # ranks see equal-sized batches
         if self._flops_model is not None and self._sequence_length:
             if self._flops_per_token[0] != self._sequence_length:  # parameters are counted once per length
-                self._flops_per_token = (self._sequence_length, flops_per_token(self._flops_model, self._sequence_length))
+                self._flops_per_token = (
+                    self._sequence_length,
+                    flops_per_token(self._flops_model, self._sequence_length),
+                )
             tflops = tokens_per_s * self._flops_per_token[1] / 1e12
             metrics[f"{PREFIX}/device/model_tflops"] = tflops
             if self._peak:

@@ -15,16 +15,21 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         "streamed tokens, history; /reset clears it, /exit quits. Non-interactive: --prompt TEXT (or --prompt - "
         "to read the question from stdin) answers once; with stdin not a terminal every line is one user turn.",
     )
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="directory written by examples/sft.py (or any chat model)")
+    parser.add_argument(
+        "model_dir", metavar="MODEL_DIR", help="directory written by examples/sft.py (or any chat model)"
+    )
     parser.add_argument("--prompt", help="answer this one question and exit ('-': read it from stdin)")
     parser.add_argument("--system", help="system prompt (placed inside the first [INST], Llama 2's <<SYS>> block)")
     parser.add_argument("--temperature", type=float, default=0.7, help="0 decodes greedily (default 0.7)")
     parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default 0.9)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="longest reply in tokens (default 256)")
     parser.add_argument("--seed", type=int, help="sampling seed, for repeatable replies")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="run modelling code shipped with the checkpoint (its `auto_map`); off by default, pass it "
-                        "only for a source you trust. Wonton checkpoints need none.")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run modelling code shipped with the checkpoint (its `auto_map`); off by default, pass it "
+        "only for a source you trust. Wonton checkpoints need none.",
+    )
     parser.set_defaults(func=_run)
 
 

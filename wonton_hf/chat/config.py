@@ -92,8 +92,15 @@ class SFTDataConfig(Section):
     """processes for TRL's tokenisation (`dataset_num_proc`)"""
 
 
-SFT_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-                  "inverse_sqrt")
+SFT_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+)
 """transformers schedulers that run with no `lr_scheduler_kwargs`"""
 
 
@@ -121,8 +128,10 @@ class SFTTrainConfig(CommonTrainFields, OptimizerFields):
         # These need options an SFT config does not carry (a floor, WSD's phases, an eval metric) and would
         # otherwise fail inside transformers after the model is loaded.
         if value not in SFT_SCHEDULERS:
-            raise ValueError(f"{value!r} needs options SFT configs do not set; use one of {', '.join(SFT_SCHEDULERS)} "
-                             "(pretraining run configs set WSD and cosine floors)")
+            raise ValueError(
+                f"{value!r} needs options SFT configs do not set; use one of {', '.join(SFT_SCHEDULERS)} "
+                "(pretraining run configs set WSD and cosine floors)"
+            )
         return value
 
     @field_validator("max_steps")
@@ -146,14 +155,18 @@ class SFTRunConfig(RunConfigBase):
     """the pretraining monitors (wonton_hf.callbacks); `monitors.<name>: null` turns one off"""
 
     def batch_terms(self) -> tuple[tuple[str, int], list[tuple[str, int]]]:
-        return (("train.global_batch_size", self.train.global_batch_size),
-                [("train.per_device_batch_size", self.train.per_device_batch_size)])
+        return (
+            ("train.global_batch_size", self.train.global_batch_size),
+            [("train.per_device_batch_size", self.train.per_device_batch_size)],
+        )
 
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems()
         for i, source in enumerate(self.data.sources):
             if source.path is None and source.format not in HUB_DEFAULT_FORMATS:
-                found.append((f"data.sources[{i}].path", f"format {source.format} has no default data set: give a path."))
+                found.append(
+                    (f"data.sources[{i}].path", f"format {source.format} has no default data set: give a path.")
+                )
         return found
 
 
@@ -182,5 +195,3 @@ def load_sft_config(path: str | os.PathLike | None, overrides: list[str] | None 
 
 def sft_config_help() -> str:
     return help_config(SFTRunConfig, "SFT run config (examples/configs/sft/*.yaml)")
-
-

@@ -48,8 +48,14 @@ DEFAULT_HUB_IDS = {
     "tulu_v2": "allenai/tulu-v2-sft-mixture",
     "oasst": "OpenAssistant/oasst1",
 }
-_LOCAL_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".jsonl.gz": "jsonl.gz", ".json.gz": "jsonl.gz",
-                  ".jsonl.zst": "jsonl.zst", ".parquet": "parquet"}
+_LOCAL_FORMATS = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".jsonl.gz": "jsonl.gz",
+    ".json.gz": "jsonl.gz",
+    ".jsonl.zst": "jsonl.zst",
+    ".parquet": "parquet",
+}
 
 
 class BadRecord(ValueError):
@@ -190,8 +196,11 @@ def _flatten_oasst(rows: Iterable[dict[str, Any]], skips: SkipCounter) -> Iterat
             stack = [(row["prompt"], None)]
             while stack:
                 node, parent = stack.pop()
-                yield {**{k: v for k, v in node.items() if k != "replies"}, "parent_id": parent,
-                       "message_tree_id": row.get("message_tree_id")}
+                yield {
+                    **{k: v for k, v in node.items() if k != "replies"},
+                    "parent_id": parent,
+                    "message_tree_id": row.get("message_tree_id"),
+                }
                 stack.extend((reply, node.get("message_id")) for reply in node.get("replies") or [])
         elif "message_id" in row:
             yield row
@@ -251,7 +260,9 @@ class ChatSource:
 
     def validate(self) -> None:
         if self.format not in FORMATS:
-            raise ValueError(f"chat source `{self.name}`: `format` {self.format!r} is unknown; use one of {list(FORMATS)}.")
+            raise ValueError(
+                f"chat source `{self.name}`: `format` {self.format!r} is unknown; use one of {list(FORMATS)}."
+            )
         if not self.weight >= 0:
             raise ValueError(f"chat source `{self.name}`: `weight` must be >= 0, got {self.weight}.")
         if self.path is None and self.format not in DEFAULT_HUB_IDS:
@@ -273,7 +284,9 @@ class ChatSource:
 
 
 def _local_format(path: str) -> str | None:
-    return next((fmt for ext, fmt in sorted(_LOCAL_FORMATS.items(), key=lambda kv: -len(kv[0])) if path.endswith(ext)), None)
+    return next(
+        (fmt for ext, fmt in sorted(_LOCAL_FORMATS.items(), key=lambda kv: -len(kv[0])) if path.endswith(ext)), None
+    )
 
 
 def read_records(source: ChatSource, skips: SkipCounter) -> Iterator[dict[str, Any]]:
@@ -285,7 +298,9 @@ def read_records(source: ChatSource, skips: SkipCounter) -> Iterator[dict[str, A
     for path in files:
         fmt = _local_format(path)
         if fmt is None:
-            raise ValueError(f"chat source `{source.name}`: cannot tell the format of {path}; use {sorted(_LOCAL_FORMATS)}.")
+            raise ValueError(
+                f"chat source `{source.name}`: cannot tell the format of {path}; use {sorted(_LOCAL_FORMATS)}."
+            )
         if path.endswith(".json") and _is_json_array(path):  # GPT-4-LLM ships one JSON array, not JSON lines
             yield from _json_array(path, skips)
             continue
@@ -370,7 +385,9 @@ class ChatDataReport:
         for name in self.kept:
             skipped = self.skipped.get(name, {})
             reasons = ", ".join(f"{r} {n}" for r, n in sorted(skipped.items())) or "none"
-            parts.append(f"{name}: {self.kept[name]} conversations, {self.sampled[name]} after weighting; skipped: {reasons}")
+            parts.append(
+                f"{name}: {self.kept[name]} conversations, {self.sampled[name]} after weighting; skipped: {reasons}"
+            )
         return "; ".join(parts)
 
 

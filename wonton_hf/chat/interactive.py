@@ -50,8 +50,12 @@ class SamplingOptions:
     def generate_kwargs(self) -> dict:
         if self.temperature == 0:
             return {"do_sample": False, "max_new_tokens": self.max_new_tokens}
-        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p,
-                "max_new_tokens": self.max_new_tokens}
+        return {
+            "do_sample": True,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+        }
 
 
 def load_chat_model(model_dir: str, trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -90,8 +94,9 @@ class ChatSession:
         limit = getattr(self.model.config, "max_position_embeddings", None)
         while True:
             messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                     return_dict=True)["input_ids"]
+            ids = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )["input_ids"]
             if limit is None or ids.shape[1] + self.sampling.max_new_tokens <= limit or len(self.history) <= 1:
                 return ids
             self.history = self.history[2:]  # forget the oldest question and its answer
@@ -103,9 +108,14 @@ class ChatSession:
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         if self.sampling.seed is not None:
             torch.manual_seed(self.sampling.seed)
-        kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
-                      eos_token_id=self._stop_ids(), pad_token_id=self.tokenizer.pad_token_id,
-                      **self.sampling.generate_kwargs())
+        kwargs = dict(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            streamer=streamer,
+            eos_token_id=self._stop_ids(),
+            pad_token_id=self.tokenizer.pad_token_id,
+            **self.sampling.generate_kwargs(),
+        )
         errors: list[BaseException] = []
         worker = threading.Thread(target=self._generate, args=(kwargs, errors), daemon=True)
         worker.start()

@@ -103,10 +103,12 @@ def demo_texts() -> list[str]:
     texts: list[str] = []
     for path in sorted(DEMO_DATA_DIR.glob("*.jsonl")):
         texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    samples = load_chat_sources([
-        {"name": p.stem, "format": p.stem, "path": str(p)}  # each sample file is named after its format
-        for p in sorted(SAMPLES_DIR.glob("*.json*"))
-    ])
+    samples = load_chat_sources(
+        [
+            {"name": p.stem, "format": p.stem, "path": str(p)}  # each sample file is named after its format
+            for p in sorted(SAMPLES_DIR.glob("*.json*"))
+        ]
+    )
     for source in samples:
         for messages in source_conversations(source, SkipCounter(source.name)):
             texts += [m["content"] for m in messages]
@@ -140,7 +142,9 @@ def make_tiny_model(config: SFTRunConfig) -> tuple[PreTrainedModel, PreTrainedTo
 
 def load_chat_data(config: SFTRunConfig) -> tuple[Any, ChatDataReport]:
     """All configured sources as one `datasets.Dataset` of `messages`, plus the kept/sampled/skipped counts."""
-    return build_chat_dataset(load_chat_sources([_expanded(s.model_dump()) for s in config.data.sources]), seed=config.train.seed)
+    return build_chat_dataset(
+        load_chat_sources([_expanded(s.model_dump()) for s in config.data.sources]), seed=config.train.seed
+    )
 
 
 # ---- trainer ----
@@ -186,8 +190,7 @@ def build_sft_trainer(config: SFTRunConfig, callbacks: list[TrainerCallback] | N
     dataset, report = load_chat_data(config)  # bad files fail here, before the model is built
     model, tokenizer, origin = load_model_and_tokenizer(config)
     logger.info("SFT of %s on %d conversations (%s)", origin, len(dataset), report.summary())
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=callbacks)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
     add_monitors(trainer, *build_monitors(config.monitors))
     use_console(trainer)  # one short line per log event
     ensure_completion_marking(trainer)  # checkpoints become resume points only once every rank wrote them

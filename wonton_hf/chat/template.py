@@ -100,14 +100,17 @@ def install_chat_template(
         )
     for name in ("bos_token", "eos_token"):
         if getattr(tokenizer, name, None) is None:
-            raise ValueError(f"install_chat_template: the tokenizer has no `{name}`; the Wonton format needs <s> and </s>.")
+            raise ValueError(
+                f"install_chat_template: the tokenizer has no `{name}`; the Wonton format needs <s> and </s>."
+            )
     vocab = tokenizer.get_vocab()
     new = [t for t in CHAT_MARKERS if t not in vocab]
     markers = [AddedToken(t, special=True, normalized=False, lstrip=True, rstrip=True) for t in CHAT_MARKERS]
     eos = AddedToken(tokenizer.eos_token, special=True, normalized=False, lstrip=True)
     # Re-registering existing tokens updates their strip flags (a tokenizer saved before this call has none).
-    tokenizer.add_special_tokens({"eos_token": eos, "extra_special_tokens": markers},
-                                 replace_extra_special_tokens=False)
+    tokenizer.add_special_tokens(
+        {"eos_token": eos, "extra_special_tokens": markers}, replace_extra_special_tokens=False
+    )
     tokenizer.chat_template = CHAT_TEMPLATE
     added = [tokenizer.convert_tokens_to_ids(t) for t in new]
     if model is not None:

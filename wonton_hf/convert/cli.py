@@ -13,7 +13,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         "AutoModelForCausalLM loads (with wonton_hf installed, or with trust_remote_code=True).",
     )
     parser.add_argument("checkpoint", help="the original .pt file (state dict, or under 'module' / 'state_dict')")
-    parser.add_argument("--config", required=True, help="a preset name (e.g. wonton-7b) or a config.json / its directory")
+    parser.add_argument(
+        "--config", required=True, help="a preset name (e.g. wonton-7b) or a config.json / its directory"
+    )
     parser.add_argument("--output", required=True, help="directory to write")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.set_defaults(func=_run)

@@ -29,7 +29,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", help="a save_pretrained directory or a hub id")
     parser.add_argument("--suite", choices=list(SUITES), default="all", help="which tables to reproduce (default: all)")
-    parser.add_argument("--limit", type=int, default=None, help="at most N examples per task (a smoke test, not comparable)")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="at most N examples per task (a smoke test, not comparable)"
+    )
     parser.add_argument(
         "--data-dir",
         default=None,
@@ -73,7 +75,10 @@ def _run_eval(args: argparse.Namespace) -> int:
         device=args.device,
         trust_remote_code=args.trust_remote_code,
     )
-    print(f"Wrote {outputs.results_path}, {outputs.report_path}" + (f", {outputs.figure_path}" if outputs.figure_path else ""))
+    print(
+        f"Wrote {outputs.results_path}, {outputs.report_path}"
+        + (f", {outputs.figure_path}" if outputs.figure_path else "")
+    )
     print(outputs.report_path.read_text(encoding="utf-8"))
     return 0
 

@@ -169,7 +169,7 @@ def render_table(table: Table, results: Mapping[str, Any], model_name: str) -> s
 
 
 def _sample_counts(table: Table, results: Mapping[str, Any]) -> tuple[str, bool]:
-    """"task n, ..." for our row, and whether any task ran on a subset of its examples (--limit)."""
+    """ "task n, ..." for our row, and whether any task ran on a subset of its examples (--limit)."""
     counts, subset = [], False
     for task in table.tasks:
         n = results.get("n-samples", {}).get(task)
@@ -194,7 +194,14 @@ def render_report(results: Mapping[str, Any], model_name: str, figure: str | Non
         if not present:
             continue
         counts, subset = _sample_counts(table, results)
-        parts += ["", f"## {table.title}", "", render_table(table, results, model_name), "", f"Examples per task (ours): {counts}."]
+        parts += [
+            "",
+            f"## {table.title}",
+            "",
+            render_table(table, results, model_name),
+            "",
+            f"Examples per task (ours): {counts}.",
+        ]
         if subset:
             parts.append("**Subset only (`--limit`): these numbers are not comparable with the paper's.**")
         task_versions = sorted({f"{task} v{versions[task]}" for task in present if task in versions})

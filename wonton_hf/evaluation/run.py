@@ -91,15 +91,24 @@ def evaluate_checkpoint(
             "(DIR/<hub dataset name>/<config>/<split>.jsonl) or unset it."
         )
     if _is_local_path(model) and not Path(model).expanduser().is_dir():
-        raise FileNotFoundError(f"Model directory {model} does not exist (give a save_pretrained directory or a hub id).")
+        raise FileNotFoundError(
+            f"Model directory {model} does not exist (give a save_pretrained directory or a hub id)."
+        )
     # A wrong path or hub id, or code run without consent, fails here, not after the datasets are loaded.
     check_remote_code(model, trust_remote_code, flag="--trust-remote-code")
     output_dir = Path(output_dir)
     tasks_dir = prepare_task_folder(output_dir / "lm_eval_tasks", suite, data_dir)
 
     results = _simple_evaluate(
-        model, group, tasks_dir, offline=data_dir is not None, limit=limit, batch_size=batch_size,
-        device=resolve_device(device), trust_remote_code=trust_remote_code, bootstrap_iters=bootstrap_iters,
+        model,
+        group,
+        tasks_dir,
+        offline=data_dir is not None,
+        limit=limit,
+        batch_size=batch_size,
+        device=resolve_device(device),
+        trust_remote_code=trust_remote_code,
+        bootstrap_iters=bootstrap_iters,
     )
     results_path = output_dir / "results.json"
     save_results(results, results_path)
@@ -109,8 +118,16 @@ def evaluate_checkpoint(
 
 
 def _simple_evaluate(
-    model: str, group: str, tasks_dir: Path, *, offline: bool, limit: int | None, batch_size: int | str,
-    device: str, trust_remote_code: bool, bootstrap_iters: int,
+    model: str,
+    group: str,
+    tasks_dir: Path,
+    *,
+    offline: bool,
+    limit: int | None,
+    batch_size: int | str,
+    device: str,
+    trust_remote_code: bool,
+    bootstrap_iters: int,
 ) -> dict[str, Any]:
     import lm_eval
 
@@ -138,7 +155,9 @@ def save_results(results: dict[str, Any], path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, default=handle_non_serializable, ensure_ascii=False), encoding="utf-8")
+    path.write_text(
+        json.dumps(results, indent=2, default=handle_non_serializable, ensure_ascii=False), encoding="utf-8"
+    )
     return path
 
 

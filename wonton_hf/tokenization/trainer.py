@@ -122,8 +122,11 @@ class TokenizerTrainingResult:
     def summary(self) -> str:
         replaced = sum(self.stats.replaced_bytes.values())
         skipped = sum(sum(c.values()) for c in self.stats.skipped.values())
-        by_source = "; ".join(f"{name}: " + ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
-                              for name, counts in self.stats.skipped.items() if counts)
+        by_source = "; ".join(
+            f"{name}: " + ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+            for name, counts in self.stats.skipped.items()
+            if counts
+        )
         size_note = f" (requested {self.requested_vocab_size:,}, rounded up to a multiple of {VOCAB_MULTIPLE})"
         return (
             f"vocabulary {self.vocab_size:,}"

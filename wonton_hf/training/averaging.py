@@ -37,9 +37,18 @@ from .checkpoints import checkpoint_step, is_complete, list_checkpoints
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
-MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-               "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.json", "merges.txt",
-               "tokenizer.model")
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
 """What `save_pretrained` writes besides the weights (model and tokenizer); copied from the newest checkpoint,
 with its `*.py` remote-code files. Optimizer, scheduler, RNG and data states stay behind."""
 
@@ -63,8 +72,10 @@ def complete_checkpoints(run_dir: str | Path, last: int) -> list[Path]:
     if len(complete) < last:
         incomplete = [path.name for _, path in checkpoints if not is_complete(path)]
         skipped = f"; incomplete (no COMPLETE marker, not used): {', '.join(incomplete)}" if incomplete else ""
-        raise ValueError(f"{run_dir}: {len(complete)} complete checkpoint(s), {last} asked for averaging{skipped}. "
-                         "Lower --last (train.average_last) or keep more checkpoints (train.save_total_limit).")
+        raise ValueError(
+            f"{run_dir}: {len(complete)} complete checkpoint(s), {last} asked for averaging{skipped}. "
+            "Lower --last (train.average_last) or keep more checkpoints (train.save_total_limit)."
+        )
     return complete[-last:]
 
 
@@ -76,11 +87,15 @@ def weight_shards(checkpoint: Path) -> list[str]:
     if (checkpoint / WEIGHTS).is_file():
         return [WEIGHTS]
     if any(checkpoint.glob("global_step*")):
-        raise ValueError(f"{checkpoint} holds DeepSpeed partitions but no {WEIGHTS} (ZeRO-3 without "
-                         "`stage3_gather_16bit_weights_on_model_save: true`): set it, or run the checkpoint's "
-                         "zero_to_fp32.py first.")
-    raise ValueError(f"{checkpoint} has no {WEIGHTS} nor {WEIGHTS_INDEX} (weights saved with "
-                     "`save_safetensors=False` cannot be streamed; re-save them as safetensors).")
+        raise ValueError(
+            f"{checkpoint} holds DeepSpeed partitions but no {WEIGHTS} (ZeRO-3 without "
+            "`stage3_gather_16bit_weights_on_model_save: true`): set it, or run the checkpoint's "
+            "zero_to_fp32.py first."
+        )
+    raise ValueError(
+        f"{checkpoint} has no {WEIGHTS} nor {WEIGHTS_INDEX} (weights saved with "
+        "`save_safetensors=False` cannot be streamed; re-save them as safetensors)."
+    )
 
 
 _ITEM_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
@@ -90,8 +105,9 @@ _ITEM_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16"
 def _layout(path: Path) -> tuple[dict[str, tuple[str, list[int]]], dict[str, str] | None]:
     """name -> (safetensors dtype, shape) from a file's header, and its metadata; no tensor is read."""
     with safe_open(str(path), framework="pt") as handle:
-        layout = {key: (handle.get_slice(key).get_dtype(), list(handle.get_slice(key).get_shape()))
-                  for key in handle.keys()}
+        layout = {
+            key: (handle.get_slice(key).get_dtype(), list(handle.get_slice(key).get_shape())) for key in handle.keys()
+        }
         return layout, handle.metadata()
 
 
@@ -114,8 +130,10 @@ def _average_shard(files: list[Path], target: Path) -> int:
         other, _ = _layout(path)
         if other.keys() != layout.keys():
             differ = sorted(set(other) ^ set(layout))[:5]
-            raise ValueError(f"{path} does not hold the same tensors as {files[0]} (e.g. {differ}): "
-                             "checkpoints of different models cannot be averaged.")
+            raise ValueError(
+                f"{path} does not hold the same tensors as {files[0]} (e.g. {differ}): "
+                "checkpoints of different models cannot be averaged."
+            )
         for key, (dtype, shape) in other.items():
             if (dtype, shape) != layout[key]:
                 raise ValueError(f"{path}: {key} is {dtype} {shape}, in {files[0]} {layout[key][0]} {layout[key][1]}.")
@@ -170,8 +188,14 @@ def average_checkpoints(run_dir: str | Path, last: int, output: str | Path) -> A
         wanted = path.name in MODEL_FILES or (path.suffix == ".py" and path.name != "zero_to_fp32.py")
         if path.is_file() and (wanted or path.name == WEIGHTS_INDEX):
             shutil.copy2(path, tmp / path.name)
-    report = AveragingReport(str(output), [str(c) for c in chosen], [checkpoint_step(c) or 0 for c in chosen],
-                             tensors, parameters, time.perf_counter() - started)
+    report = AveragingReport(
+        str(output),
+        [str(c) for c in chosen],
+        [checkpoint_step(c) or 0 for c in chosen],
+        tensors,
+        parameters,
+        time.perf_counter() - started,
+    )
     (tmp / "averaging.json").write_text(json.dumps(asdict(report), indent=1), encoding="utf-8")
     if output.exists():
         shutil.rmtree(output)

@@ -39,7 +39,9 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    found = [(step, path) for path in run_dir.iterdir() if path.is_dir() and (step := checkpoint_step(path)) is not None]
+    found = [
+        (step, path) for path in run_dir.iterdir() if path.is_dir() and (step := checkpoint_step(path)) is not None
+    ]
     return sorted(found)
 
 
@@ -62,8 +64,11 @@ def mark_complete(checkpoint_dir: str | Path, step: int) -> Path:
 
 def newest_complete_checkpoint(run_dir: str | Path, at_or_before: int | None = None) -> Path | None:
     """The highest-step complete `checkpoint-N` under `run_dir` (with N <= `at_or_before` if given), or None."""
-    complete = [path for step, path in list_checkpoints(run_dir)
-                if is_complete(path) and (at_or_before is None or step <= at_or_before)]
+    complete = [
+        path
+        for step, path in list_checkpoints(run_dir)
+        if is_complete(path) and (at_or_before is None or step <= at_or_before)
+    ]
     return complete[-1] if complete else None
 
 
@@ -86,8 +91,11 @@ def resume_plan(run_dir: str | Path, resume: str) -> ResumePlan:
     chosen = newest_complete_checkpoint(run_dir)
     chosen_step = checkpoint_step(chosen) if chosen else -1
     skipped = [path.name for step, path in existing if step > chosen_step]
-    why = (f"; skipped {', '.join(skipped)}: incomplete (no {COMPLETE_MARKER} marker: the run stopped while "
-           "writing it)" if skipped else "")
+    why = (
+        f"; skipped {', '.join(skipped)}: incomplete (no {COMPLETE_MARKER} marker: the run stopped while writing it)"
+        if skipped
+        else ""
+    )
     if chosen is None:
         where = f"no complete checkpoint in {run_dir}" if existing else f"no checkpoint in {run_dir}"
         return ResumePlan(None, f"Starting fresh: {where}{why}.")

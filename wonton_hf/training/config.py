@@ -60,13 +60,23 @@ __all__ = [
 
 # ---- sections shared with SFT ----
 
-StabilityOptions = options_model("callbacks/stability.py", "StabilityMonitor",
-                                 {"every_n_steps": {"ge": 1}, "query_samples": {"ge": 0}})
-ThroughputOptions = options_model("callbacks/throughput.py", "ThroughputMonitor",
-                                  {"peak_tflops": {"gt": 0}, "every_n_steps": {"ge": 0}})
-SpikeGuardOptions = options_model("callbacks/spike_guard.py", "SpikeGuard",
-                                  {"window": {"ge": 2}, "min_window": {"ge": 2}, "threshold_std": {"gt": 0},
-                                   "max_bad_steps": {"ge": 1}, "max_rollbacks": {"ge": 0}})
+StabilityOptions = options_model(
+    "callbacks/stability.py", "StabilityMonitor", {"every_n_steps": {"ge": 1}, "query_samples": {"ge": 0}}
+)
+ThroughputOptions = options_model(
+    "callbacks/throughput.py", "ThroughputMonitor", {"peak_tflops": {"gt": 0}, "every_n_steps": {"ge": 0}}
+)
+SpikeGuardOptions = options_model(
+    "callbacks/spike_guard.py",
+    "SpikeGuard",
+    {
+        "window": {"ge": 2},
+        "min_window": {"ge": 2},
+        "threshold_std": {"gt": 0},
+        "max_bad_steps": {"ge": 1},
+        "max_rollbacks": {"ge": 0},
+    },
+)
 
 
 class MonitorsConfig(Section):
@@ -197,7 +207,8 @@ def _source_types() -> dict[str, Any]:
 
 
 SourceConfig = options_model(
-    "data/sources.py", "DataSource",
+    "data/sources.py",
+    "DataSource",
     {"name": {"min_length": 1}, "weight": {"ge": 0}, "read_retries": {"ge": 0}, "retry_backoff": {"ge": 0}},
     _source_types(),
 )
@@ -223,9 +234,15 @@ class ScheduleConfig(Section):
 
 
 FeedbackConfig = options_model(
-    "data/mixture.py", "Exp3Feedback",
-    {"smoothing": {"ge": 0, "lt": 1}, "learning_rate": {"gt": 0}, "min_weight": {"ge": 0, "le": 1},
-     "max_weight": {"ge": 0, "le": 1}, "update_every": {"ge": 1}},
+    "data/mixture.py",
+    "Exp3Feedback",
+    {
+        "smoothing": {"ge": 0, "lt": 1},
+        "learning_rate": {"gt": 0},
+        "min_weight": {"ge": 0, "le": 1},
+        "max_weight": {"ge": 0, "le": 1},
+        "update_every": {"ge": 1},
+    },
 )
 """`wonton_hf.data.Exp3Feedback`: the per-source training loss steers the mixture (ODM's EXP3)."""
 
@@ -331,8 +348,10 @@ class RunConfigBase(Section):
             return None
         names = " x ".join([n for n, _ in factors] + ["world size"])
         values = " x ".join([str(v) for _, v in factors] + [str(world_size)])
-        return (name, f"got {total:,}: must be a positive multiple of {names} = {values} = {per_pass:,}; "
-                      "change one of them.")
+        return (
+            name,
+            f"got {total:,}: must be a positive multiple of {names} = {values} = {per_pass:,}; change one of them.",
+        )
 
     def problems(self) -> list[tuple[str, str]]:
         """The checks that involve several fields (each field alone was checked by its type)."""
@@ -374,8 +393,10 @@ class RunConfig(RunConfigBase):
     monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
 
     def batch_terms(self) -> tuple[tuple[str, int], list[tuple[str, int]]]:
-        return (("train.global_batch_tokens", self.train.global_batch_tokens),
-                [("data.seq_len", self.data.seq_len), ("train.per_device_batch_size", self.train.per_device_batch_size)])
+        return (
+            ("train.global_batch_tokens", self.train.global_batch_tokens),
+            [("data.seq_len", self.data.seq_len), ("train.per_device_batch_size", self.train.per_device_batch_size)],
+        )
 
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems()
@@ -389,18 +410,31 @@ class RunConfig(RunConfigBase):
             for i, point in enumerate(self.data.schedule.points):
                 for name in point.weights:
                     if name not in names:
-                        found.append((f"data.schedule.points[{i}].weights.{name}",
-                                      f"unknown source{close_match(name, names)}; sources: {', '.join(names)}."))
+                        found.append(
+                            (
+                                f"data.schedule.points[{i}].weights.{name}",
+                                f"unknown source{close_match(name, names)}; sources: {', '.join(names)}.",
+                            )
+                        )
         found += self._schedule_problems()
         # One text piece (the data pipeline's PIECE_CHARS, 32,768; a test keeps the two equal) per batch in flight.
         least = PIECE_CHARS * (self.data.prefetch_blocks + 1)
         if self.data.buffer_tokens < least:
-            found.append(("data.buffer_tokens", f"got {self.data.buffer_tokens}: must be >= {least:,} "
-                                                f"(32,768 x (data.prefetch_blocks + 1)); raise it or lower prefetch_blocks."))
+            found.append(
+                (
+                    "data.buffer_tokens",
+                    f"got {self.data.buffer_tokens}: must be >= {least:,} "
+                    f"(32,768 x (data.prefetch_blocks + 1)); raise it or lower prefetch_blocks.",
+                )
+            )
         feedback = self.data.feedback
         if feedback is not None and feedback.min_weight > feedback.max_weight:
-            found.append(("data.feedback.min_weight",
-                          f"got {feedback.min_weight}: must be <= data.feedback.max_weight ({feedback.max_weight})."))
+            found.append(
+                (
+                    "data.feedback.min_weight",
+                    f"got {feedback.min_weight}: must be <= data.feedback.max_weight ({feedback.max_weight}).",
+                )
+            )
         return found
 
     def _schedule_problems(self) -> list[tuple[str, str]]:
@@ -408,21 +442,41 @@ class RunConfig(RunConfigBase):
         opt, train, found = self.optimizer, self.train, []
         wsd = opt.lr_scheduler_type == "warmup_stable_decay"
         if not wsd and opt.decay_steps is not None:
-            found.append(("optimizer.decay_steps", f"got {opt.decay_steps}: only used by lr_scheduler_type "
-                                                   "warmup_stable_decay; remove it or set that scheduler."))
+            found.append(
+                (
+                    "optimizer.decay_steps",
+                    f"got {opt.decay_steps}: only used by lr_scheduler_type "
+                    "warmup_stable_decay; remove it or set that scheduler.",
+                )
+            )
         if wsd and opt.warmup_steps + opt.wsd_decay_steps(train.max_steps) > train.max_steps:
             field = "optimizer.decay_steps" if opt.decay_steps is not None else "optimizer.decay_fraction"
-            found.append((field, f"warm-up ({opt.warmup_steps}) + decay ({opt.wsd_decay_steps(train.max_steps)}) "
-                                 f"steps exceed train.max_steps ({train.max_steps}): shorten one of them."))
+            found.append(
+                (
+                    field,
+                    f"warm-up ({opt.warmup_steps}) + decay ({opt.wsd_decay_steps(train.max_steps)}) "
+                    f"steps exceed train.max_steps ({train.max_steps}): shorten one of them.",
+                )
+            )
         if train.average_last is not None:
             if train.save_total_limit is not None and train.save_total_limit < train.average_last:
-                found.append(("train.average_last", f"got {train.average_last}: train.save_total_limit "
-                                                    f"({train.save_total_limit}) keeps fewer checkpoints; raise it "
-                                                    "to at least average_last or set it to null."))
+                found.append(
+                    (
+                        "train.average_last",
+                        f"got {train.average_last}: train.save_total_limit "
+                        f"({train.save_total_limit}) keeps fewer checkpoints; raise it "
+                        "to at least average_last or set it to null.",
+                    )
+                )
             if train.max_steps // train.save_steps < train.average_last:
-                found.append(("train.average_last", f"got {train.average_last}: the run saves only "
-                                                    f"{train.max_steps // train.save_steps} checkpoint(s) "
-                                                    f"(max_steps {train.max_steps} / save_steps {train.save_steps})."))
+                found.append(
+                    (
+                        "train.average_last",
+                        f"got {train.average_last}: the run saves only "
+                        f"{train.max_steps // train.save_steps} checkpoint(s) "
+                        f"(max_steps {train.max_steps} / save_steps {train.save_steps}).",
+                    )
+                )
         return found
 
     def file_problems(self) -> list[tuple[str, str]]:

@@ -58,11 +58,15 @@ class ConsoleCallback(ProgressCallback):
         """The line for one log event (None: nothing a person needs from it)."""
         if "train_runtime" in logs:
             loss = logs.get("train_loss")
-            return (f"finished: {state.global_step} steps in {_duration(logs['train_runtime'])}"
-                    + (f", mean loss {loss:.4f}" if isinstance(loss, int | float) else ""))
+            return f"finished: {state.global_step} steps in {_duration(logs['train_runtime'])}" + (
+                f", mean loss {loss:.4f}" if isinstance(loss, int | float) else ""
+            )
         if any(key.startswith("eval_") for key in logs):
-            shown = [f"{key[5:]} {value:.4g}" for key, value in logs.items()
-                     if key.startswith("eval_") and isinstance(value, int | float) and "runtime" not in key][:6]
+            shown = [
+                f"{key[5:]} {value:.4g}"
+                for key, value in logs.items()
+                if key.startswith("eval_") and isinstance(value, int | float) and "runtime" not in key
+            ][:6]
             return f"eval   step {state.global_step} | " + " | ".join(shown)
         parts = [f"step {state.global_step:>{len(str(state.max_steps))}}/{state.max_steps}"]
         for key, label, spec in (("loss", "loss", ".4f"), ("learning_rate", "lr", ".2e"), ("grad_norm", "grad", ".3f")):
@@ -72,11 +76,14 @@ class ConsoleCallback(ProgressCallback):
             parts.append(f"{_si(logs['throughput/tokens_per_s'])} tok/s")
         if isinstance(logs.get("throughput/device/mfu"), int | float):
             parts.append(f"MFU {100 * logs['throughput/device/mfu']:.1f}%")
-        spikes = [key[len(SPIKE_PREFIX):] for key, value in logs.items()
-                  if key.startswith(SPIKE_PREFIX) and key not in _SPIKE_COUNTERS and value]
+        spikes = [
+            key[len(SPIKE_PREFIX) :]
+            for key, value in logs.items()
+            if key.startswith(SPIKE_PREFIX) and key not in _SPIKE_COUNTERS and value
+        ]
         if spikes:
             parts.append("spike: " + ", ".join(spikes))
-        weights = {key[len(WEIGHT_PREFIX):]: value for key, value in logs.items() if key.startswith(WEIGHT_PREFIX)}
+        weights = {key[len(WEIGHT_PREFIX) :]: value for key, value in logs.items() if key.startswith(WEIGHT_PREFIX)}
         if weights and weights != self._weights:
             parts.append("mix " + " ".join(f"{name} {value:.3g}" for name, value in weights.items()))
             self._weights = weights

@@ -42,8 +42,11 @@ class ScriptSpec:
     check: Callable[[Any], None]
     """launch-time checks that need no heavy import (files exist); raises ConfigError"""
     train: Callable[[Any], None]
-    flags: dict[str, tuple[str, str]] = field(default_factory=lambda: {
-        "--resume": ("resume", "auto | never | a checkpoint directory (overrides the YAML's `resume`)")})
+    flags: dict[str, tuple[str, str]] = field(
+        default_factory=lambda: {
+            "--resume": ("resume", "auto | never | a checkpoint directory (overrides the YAML's `resume`)")
+        }
+    )
     """extra flags that set one config field: flag -> (field path, help)"""
 
 
@@ -53,9 +56,14 @@ def parse_arguments(spec: ScriptSpec, argv: list[str]) -> argparse.Namespace:
     for flag, (path, help_text) in spec.flags.items():
         parser.add_argument(flag, dest=path.replace(".", "__"), help=help_text)
     parser.add_argument("--help-config", action="store_true", help="print every config field with its doc and default")
-    parser.add_argument("--check", action="store_true", help="check the config and its files, then exit (0: fine, 2: not)")
-    parser.add_argument("--launch", metavar="ACCELERATE_CONFIG",
-                        help="check here, then start `accelerate launch --config_file ACCELERATE_CONFIG` on this script")
+    parser.add_argument(
+        "--check", action="store_true", help="check the config and its files, then exit (0: fine, 2: not)"
+    )
+    parser.add_argument(
+        "--launch",
+        metavar="ACCELERATE_CONFIG",
+        help="check here, then start `accelerate launch --config_file ACCELERATE_CONFIG` on this script",
+    )
     parser.add_argument("overrides", nargs="*", help="section.key=value")
     return parser.parse_args(argv)
 
@@ -94,8 +102,9 @@ def run_script(spec: ScriptSpec, argv: list[str] | None = None) -> int:
 
 def _exec_accelerate(spec: ScriptSpec, accelerate_config: str, argv: list[str]) -> int:
     if not Path(accelerate_config).is_file():
-        return config_error(ConfigError([("--launch", f"accelerate config {accelerate_config} does not exist.")]),
-                            spec.script)
+        return config_error(
+            ConfigError([("--launch", f"accelerate config {accelerate_config} does not exist.")]), spec.script
+        )
     rest, skip = [], False
     for item in argv:  # the same arguments, without --launch
         if skip:
@@ -104,8 +113,16 @@ def _exec_accelerate(spec: ScriptSpec, accelerate_config: str, argv: list[str]) 
             skip = True
         elif not item.startswith("--launch="):
             rest.append(item)
-    command = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file", accelerate_config,
-               spec.script, *rest]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.accelerate_cli",
+        "launch",
+        "--config_file",
+        accelerate_config,
+        spec.script,
+        *rest,
+    ]
     print("config valid; starting: accelerate launch --config_file", accelerate_config, spec.script, *rest, flush=True)
     os.execv(sys.executable, command)
     return 0  # not reached

@@ -126,11 +126,14 @@ def build_tokenizer(config: RunConfig, sources: list[DataSource]) -> PreTrainedT
     target = config.run_dir / "tokenizer"
     if is_main_process() and not (target / "tokenizer.json").is_file():
         limit = config.tokenizer.max_documents_per_source
-        logger.info("Training a %d-piece tokenizer on up to %d documents per source", config.tokenizer.vocab_size, limit)
+        logger.info(
+            "Training a %d-piece tokenizer on up to %d documents per source", config.tokenizer.vocab_size, limit
+        )
         # The sources themselves (not their texts): the trainer's skip counts are then its readers' own.
         # train_tokenizer logs its summary (documents, bytes, skips per source and reason)
-        train_tokenizer(sources, vocab_size=config.tokenizer.vocab_size, max_documents_per_source=limit,
-                        output_dir=target)
+        train_tokenizer(
+            sources, vocab_size=config.tokenizer.vocab_size, max_documents_per_source=limit, output_dir=target
+        )
         logger.info("Tokenizer saved to %s", target)
     elif is_main_process():
         logger.info("Tokenizer: reusing %s (trained at the run's first start)", target)
@@ -144,7 +147,9 @@ def build_model(config: RunConfig, tokenizer: PreTrainedTokenizerFast) -> Wonton
         return AutoModelForCausalLM.from_pretrained(config.model.init_from, attn_implementation=attn)
     fields = {
         "vocab_size": len(tokenizer),
-        "max_position_embeddings": max(config.data.seq_len, WontonConfig.from_preset(config.model.preset).max_position_embeddings),
+        "max_position_embeddings": max(
+            config.data.seq_len, WontonConfig.from_preset(config.model.preset).max_position_embeddings
+        ),
         "pad_token_id": tokenizer.pad_token_id,
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
@@ -194,7 +199,8 @@ def device_arguments(train: Any) -> dict[str, Any]:
 
 
 CHECKPOINTING_ARGUMENT = (
-    "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+    "activation_checkpointing"
+    if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
     else "gradient_checkpointing"
 )
 """transformers 5.24 renamed `gradient_checkpointing` (the old name warns); 5.23 knows only the old one."""
@@ -239,8 +245,11 @@ def scheduler_kwargs(opt: Any, max_steps: int) -> dict[str, Any]:
         return {"min_lr_rate": opt.min_lr_rate}
     if opt.lr_scheduler_type == "warmup_stable_decay":
         # the stable phase is what warm-up and decay leave of `num_training_steps` (the Trainer passes max_steps)
-        return {"num_decay_steps": opt.wsd_decay_steps(max_steps), "decay_type": opt.decay_type,
-                "min_lr_ratio": opt.min_lr_rate}
+        return {
+            "num_decay_steps": opt.wsd_decay_steps(max_steps),
+            "decay_type": opt.decay_type,
+            "min_lr_ratio": opt.min_lr_rate,
+        }
     return {}
 
 
@@ -284,8 +293,11 @@ def build_monitors(monitors_config: Any) -> list[TrainerCallback]:
         return []
     from .. import callbacks as monitors
 
-    classes = {"stability": monitors.StabilityMonitor, "throughput": monitors.ThroughputMonitor,
-               "spike_guard": monitors.SpikeGuard}
+    classes = {
+        "stability": monitors.StabilityMonitor,
+        "throughput": monitors.ThroughputMonitor,
+        "spike_guard": monitors.SpikeGuard,
+    }
     return [classes[name](**options) for name, options in wanted.items()]
 
 
@@ -313,13 +325,24 @@ def build_trainer(config: RunConfig) -> PreparedRun:
     set_seed(config.train.seed)  # the same initial weights on every rank and in every rerun
     model = build_model(config, tokenizer)
     scheduler = build_scheduler(config, sources, tokenizer, args)
-    trainer = Trainer(model=model, args=args, train_dataset=scheduler, data_collator=PackedWindowCollator(),
-                      processing_class=tokenizer)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=scheduler,
+        data_collator=PackedWindowCollator(),
+        processing_class=tokenizer,
+    )
     plan = resume_plan(config.run_dir, config.resume)
     resume_from = str(plan.checkpoint) if plan.checkpoint else None
     feedback = Exp3Feedback(**config.data.feedback.model_dump()) if config.data.feedback is not None else None
-    attach(trainer, scheduler, mixture_file=config.data.mixture_file,
-           mixture_every_n_steps=config.data.mixture_every_n_steps, feedback=feedback, resume_from=resume_from)
+    attach(
+        trainer,
+        scheduler,
+        mixture_file=config.data.mixture_file,
+        mixture_every_n_steps=config.data.mixture_every_n_steps,
+        feedback=feedback,
+        resume_from=resume_from,
+    )
     monitors = build_monitors(config.monitors)
     if monitors:
         from ..callbacks import add_monitors

@@ -60,11 +60,14 @@ for _first, _resolvers in _Loader.yaml_implicit_resolvers.items():
     _resolvers[:] = [(tag, rx) for tag, rx in _resolvers if tag != "tag:yaml.org,2002:float"]
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                     |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                     |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
+                    |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
     list("-+0123456789."),
 )
 
@@ -116,7 +119,9 @@ def override_problems(values: dict[str, Any], overrides: list[str]) -> list[tupl
         dotted, sep, raw = item.partition("=")
         steps = _steps(dotted) if sep else None
         if not steps:
-            problems.append(("", f"override {item!r} must look like `section.key=value` (lists: `key[2].field=value`)."))
+            problems.append(
+                ("", f"override {item!r} must look like `section.key=value` (lists: `key[2].field=value`).")
+            )
             continue
         try:
             value = load_yaml(raw)
@@ -140,8 +145,12 @@ def override_problems(values: dict[str, Any], overrides: list[str]) -> list[tupl
             node[leaf] = value
         else:
             where = format_path(tuple(steps[:-1]))
-            problems.append((format_path(tuple(steps)), f"override {item!r}: `{where}` is not a section or list "
-                                                        "that holds this entry."))
+            problems.append(
+                (
+                    format_path(tuple(steps)),
+                    f"override {item!r}: `{where}` is not a section or list that holds this entry.",
+                )
+            )
     return problems
 
 
@@ -204,9 +213,9 @@ def problems_from(error: ValidationError, root: type[BaseModel]) -> list[tuple[s
         if kind in ("literal_error", "enum"):
             message = f"must be one of {item['ctx'].get('expected', '')}"
         elif message.startswith("Value error, "):
-            message = message[len("Value error, "):]
+            message = message[len("Value error, ") :]
         elif message.startswith("Assertion failed, "):
-            message = message[len("Assertion failed, "):]
+            message = message[len("Assertion failed, ") :]
         got = "" if kind == "missing" else f"got {_short(item.get('input'))}: "
         problems.append((path, f"{got}{message[0].lower()}{message[1:]}".rstrip(".") + "."))
     return problems
@@ -256,12 +265,18 @@ def dataclass_fields(relative: str, class_name: str) -> list[tuple[str, str, ast
     for i, node in enumerate(body):
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and not node.target.id.startswith("_"):
             following = body[i + 1] if i + 1 < len(body) else None
-            doc = (following.value.value if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
-                   and isinstance(following.value.value, str) else "")
+            doc = (
+                following.value.value
+                if isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+                else ""
+            )
             annotation = ast.unparse(node.annotation)
             init_false = isinstance(node.value, ast.Call) and any(
                 k.arg == "init" and isinstance(k.value, ast.Constant) and k.value.value is False
-                for k in node.value.keywords)
+                for k in node.value.keywords
+            )
             if "ClassVar" not in annotation and not init_false:
                 fields.append((node.target.id, annotation, node.value, " ".join(doc.split())))
     return fields
@@ -280,14 +295,27 @@ def _default(node: ast.expr | None) -> Any:
     return ast.literal_eval(node)
 
 
-_TYPES = {"bool": bool, "int": int, "float": float, "str": str, "dict": dict, "list": list, "tuple": tuple, "Any": Any,
-          "None": None}
+_TYPES = {
+    "bool": bool,
+    "int": int,
+    "float": float,
+    "str": str,
+    "dict": dict,
+    "list": list,
+    "tuple": tuple,
+    "Any": Any,
+    "None": None,
+}
 
 
 def constant(relative: str, name: str) -> Any:
     """A module-level literal (e.g. a tuple of accepted values) of a file in the package, read without importing it."""
     for node in _module_tree(relative).body:
-        target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign) else None)
+        target = (
+            node.target
+            if isinstance(node, ast.AnnAssign)
+            else (node.targets[0] if isinstance(node, ast.Assign) else None)
+        )
         if isinstance(target, ast.Name) and target.id == name and node.value is not None:
             return ast.literal_eval(node.value)
     raise LookupError(f"{name} not found in wonton_hf/{relative}")
@@ -300,8 +328,12 @@ def _annotation(source: str) -> Any:
         return Any  # e.g. Callable[...]: such fields are overridden in `types` where the config can set them
 
 
-def options_model(relative: str, class_name: str, constraints: dict[str, dict[str, Any]] | None = None,
-                  types: dict[str, Any] | None = None) -> type[Section]:
+def options_model(
+    relative: str,
+    class_name: str,
+    constraints: dict[str, dict[str, Any]] | None = None,
+    types: dict[str, Any] | None = None,
+) -> type[Section]:
     """A `Section` with the fields (types, defaults, docs) of the dataclass `class_name` in `wonton_hf/<relative>`.
 
     How options are checked before torch is imported while their dataclasses stay the one place they are
@@ -325,7 +357,11 @@ def options_model(relative: str, class_name: str, constraints: dict[str, dict[st
 def model_presets() -> tuple[str, ...]:
     """The names in `WONTON_PRESETS`, read from configuration_wonton.py (importing it would import transformers)."""
     for node in _module_tree("models/wonton/configuration_wonton.py").body:
-        target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign) else None)
+        target = (
+            node.target
+            if isinstance(node, ast.AnnAssign)
+            else (node.targets[0] if isinstance(node, ast.Assign) else None)
+        )
         if isinstance(target, ast.Name) and target.id == "WONTON_PRESETS" and isinstance(node.value, ast.Dict):
             return tuple(k.value for k in node.value.keys if isinstance(k, ast.Constant))
     raise LookupError("WONTON_PRESETS not found in configuration_wonton.py")
@@ -339,9 +375,18 @@ def model_config_fields() -> tuple[str, ...]:
 
 
 LR_SCHEDULERS = (
-    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
-    "warmup_stable_decay", "greedy",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+    "greedy",
 )
 """`transformers.SchedulerType` values (a test keeps the list in step with the installed transformers)."""
 
@@ -371,7 +416,11 @@ def describe(cls: type[BaseModel], prefix: str = "") -> list[str]:
             default = "default: " + ("{...}" if nested and not is_list else _short(info.default_factory()))
         else:
             default = f"default: {info.default!r}"
-        kind = f"list of {inner.__name__}" if nested and is_list else (inner.__name__ if nested else _type_name(info.annotation))
+        kind = (
+            f"list of {inner.__name__}"
+            if nested and is_list
+            else (inner.__name__ if nested else _type_name(info.annotation))
+        )
         doc = f" - {info.description}" if info.description else ""
         lines.append(f"{path} ({kind}, {default}){doc}")
         if nested:

@@ -47,7 +47,9 @@ class MixtureFileCallback(TrainerCallback):
             weights = spec.get("weights", spec) if isinstance(spec, dict) else spec
             step = self.scheduler.set_weights(weights, reason=f"mixture file {self.path}")
             # `set_weights` answers in 0-based scheduler steps; logs and the console count Trainer global steps.
-            logger.info("mixture file %s applies from step %d (read at step %d)", self.path, step + 1, state.global_step)
+            logger.info(
+                "mixture file %s applies from step %d (read at step %d)", self.path, step + 1, state.global_step
+            )
         except Exception as err:  # yaml errors, validation errors: logged, weights unchanged
             logger.warning("mixture file %s rejected at step %d: %s", self.path, state.global_step, err)
 

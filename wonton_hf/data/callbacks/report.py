@@ -47,8 +47,10 @@ def format_data_report(report: dict[str, Any]) -> str:
     t = report["totals"]
     rows.append(("all", f"{t['tokens']:,}", f"{t['documents']:,}", f"{t['skipped_total']:,}", ""))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}  {r[4]}".rstrip()
-             for r in rows]
+    lines = [
+        f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}  {r[4]}".rstrip()
+        for r in rows
+    ]
     return f"Data report ({report['ranks']} rank(s)):\n" + "\n".join(lines)
 
 

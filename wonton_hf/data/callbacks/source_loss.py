@@ -55,7 +55,9 @@ class SourceLossMeter:
 
     def _accumulate(self, sums: torch.Tensor, counts: torch.Tensor) -> None:
         for name, window in self._windows.items():
-            self._windows[name] = (sums.clone(), counts.clone()) if window is None else (window[0] + sums, window[1] + counts)
+            self._windows[name] = (
+                (sums.clone(), counts.clone()) if window is None else (window[0] + sums, window[1] + counts)
+            )
 
     def _take(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss sums, token counts) per source since the last take of this window, over all ranks; resets it.
@@ -65,7 +67,10 @@ class SourceLossMeter:
         window = self._windows[name]
         self._windows[name] = None
         if window is None:
-            window = (torch.zeros(self.num_sources, dtype=torch.float64), torch.zeros(self.num_sources, dtype=torch.float64))
+            window = (
+                torch.zeros(self.num_sources, dtype=torch.float64),
+                torch.zeros(self.num_sources, dtype=torch.float64),
+            )
         sums, counts = window
         if is_distributed():
             device = reduce_device()
@@ -83,5 +88,6 @@ class SourceLossMeter:
     def log_metrics(self, names: list[str]) -> dict[str, Any]:
         """`data/loss/<source>`: mean training loss since the last log event, for the sources that had tokens."""
         sums, counts = self.take_for_log()
-        return {f"data/loss/{name}": round(float(sums[i] / counts[i]), 4)
-                for i, name in enumerate(names) if counts[i] > 0}
+        return {
+            f"data/loss/{name}": round(float(sums[i] / counts[i]), 4) for i, name in enumerate(names) if counts[i] > 0
+        }

@@ -24,29 +24,50 @@ WONTON_VOCAB_SIZE = 139_776
 WONTON_PRESETS: dict[str, dict[str, Any]] = {
     # CPU demo and tests: 2.9M parameters (2,899,200) with an 8,192-piece tokenizer.
     "wonton-tiny": dict(
-        vocab_size=8192, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
-        num_attention_heads=4, max_position_embeddings=512,
+        vocab_size=8192,
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        max_position_embeddings=512,
     ),
     # GPT-3 Small shape: 135M with a 32,768-piece tokenizer of your own (85M without embeddings).
     "wonton-125m": dict(
-        vocab_size=32_768, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-        num_attention_heads=12, max_position_embeddings=2048,
+        vocab_size=32_768,
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        max_position_embeddings=2048,
     ),
     # 1.11B with the paper's tokenizer (0.68B without embeddings); head_dim 128 like the 7B.
     "wonton-1b": dict(
-        vocab_size=WONTON_VOCAB_SIZE, hidden_size=1536, intermediate_size=6144, num_hidden_layers=24,
-        num_attention_heads=12, max_position_embeddings=2048,
+        vocab_size=WONTON_VOCAB_SIZE,
+        hidden_size=1536,
+        intermediate_size=6144,
+        num_hidden_layers=24,
+        num_attention_heads=12,
+        max_position_embeddings=2048,
     ),
     # The public 1.5B checkpoint of the family: learned absolute positions, no QK-LayerNorm, ctx 1024.
     "wonton-1.5b-public": dict(
-        vocab_size=50_304, hidden_size=1600, intermediate_size=6400, num_hidden_layers=48,
-        num_attention_heads=25, max_position_embeddings=1024, position_embedding_type="learned",
+        vocab_size=50_304,
+        hidden_size=1600,
+        intermediate_size=6400,
+        num_hidden_layers=48,
+        num_attention_heads=25,
+        max_position_embeddings=1024,
+        position_embedding_type="learned",
         qk_layernorm=False,
     ),
     # Table 1 of the paper: 7,589,364,224 parameters ("6.7B" by GPT-3's name for this shape).
     "wonton-7b": dict(
-        vocab_size=WONTON_VOCAB_SIZE, hidden_size=4096, intermediate_size=16384, num_hidden_layers=32,
-        num_attention_heads=32, max_position_embeddings=2048,
+        vocab_size=WONTON_VOCAB_SIZE,
+        hidden_size=4096,
+        intermediate_size=16384,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        max_position_embeddings=2048,
     ),
 }
 
@@ -143,8 +164,14 @@ class WontonConfig(PreTrainedConfig):
 
     def check_fields(self) -> None:
         """Reject impossible shapes before any weight is allocated; each error names the field and the fix."""
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "max_position_embeddings"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "max_position_embeddings",
+        ):
             value = getattr(self, name)
             if value <= 0:
                 raise ValueError(f"`{name}` must be a positive integer, got {value}.")
@@ -162,7 +189,9 @@ class WontonConfig(PreTrainedConfig):
         if self.position_embedding_type == "rope" and self.head_dim % 2 != 0:
             raise ValueError(f"RoPE needs an even head dim; `hidden_size / num_attention_heads` is {self.head_dim}.")
         if self.hidden_act not in ACT2FN:
-            raise ValueError(f"`hidden_act` {self.hidden_act!r} is unknown; use one of transformers' ACT2FN names, e.g. 'gelu'.")
+            raise ValueError(
+                f"`hidden_act` {self.hidden_act!r} is unknown; use one of transformers' ACT2FN names, e.g. 'gelu'."
+            )
         if self.position_embedding_type not in POSITION_EMBEDDING_TYPES:
             raise ValueError(
                 f"`position_embedding_type` must be one of {POSITION_EMBEDDING_TYPES}, got {self.position_embedding_type!r}."
