@@ -1,31 +1,34 @@
-"""The Online Data Scheduler (paper section 2.2): sources -> pipeline -> multiplexer -> packing -> collator."""
+"""The Online Data Scheduler (paper section 2.2): sources -> pipeline -> multiplexer -> packing -> collator.
 
-from .callbacks import DataSchedulerCallback, MixtureFeedbackCallback, MixtureFileCallback
-from .collator import PackedWindowCollator, flash_attn_kwargs
-from .integration import accelerator_config, attach, training_arguments
-from .mixture import Exp3Feedback, MixtureController, WeightSchedule, validate_weights
-from .scheduler import SHARD_SCHEMA, STATE_SCHEMA, OnlineDataScheduler
-from .sources import FORMATS, DataSource, load_sources
-from .steps import StepClock
+Names load on first use (as in `wonton_hf.callbacks`): `import wonton_hf.data.sources` and the run-config check
+read sources and mixtures without importing torch or transformers, which only the scheduler, the collator and the
+Trainer callbacks need.
+"""
 
-__all__ = [
-    "FORMATS",
-    "SHARD_SCHEMA",
-    "STATE_SCHEMA",
-    "DataSchedulerCallback",
-    "DataSource",
-    "Exp3Feedback",
-    "MixtureController",
-    "MixtureFeedbackCallback",
-    "MixtureFileCallback",
-    "OnlineDataScheduler",
-    "PackedWindowCollator",
-    "StepClock",
-    "WeightSchedule",
-    "accelerator_config",
-    "attach",
-    "flash_attn_kwargs",
-    "load_sources",
-    "training_arguments",
-    "validate_weights",
-]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "DataSchedulerCallback": "callbacks",
+    "MixtureFeedbackCallback": "callbacks",
+    "MixtureFileCallback": "callbacks",
+    "PackedWindowCollator": "collator",
+    "flash_attn_kwargs": "collator",
+    "accelerator_config": "integration",
+    "attach": "integration",
+    "training_arguments": "integration",
+    "Exp3Feedback": "mixture",
+    "MixtureController": "mixture",
+    "WeightSchedule": "mixture",
+    "validate_weights": "mixture",
+    "SHARD_SCHEMA": "scheduler",
+    "STATE_SCHEMA": "scheduler",
+    "OnlineDataScheduler": "scheduler",
+    "FORMATS": "sources",
+    "DataSource": "sources",
+    "load_sources": "sources",
+    "StepClock": "steps",
+}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)
