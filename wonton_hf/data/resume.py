@@ -67,7 +67,7 @@ def fresh_state(settings: SchedulerSettings, sources: Sequence[DataSource], rank
         "block_size": settings.block_size,
         "batch_size": settings.batch_size,
         "gradient_accumulation_steps": settings.gradient_accumulation_steps,
-        "tokens_per_step": settings.tokens_per_batch * world_size,
+        "tokens_per_step": settings.tokens_per_rank_step * world_size,
         "saved_in_worker": False,
         "sources": {s.name: file_signature(s.files) for s in sources},
         "base_step": 0,

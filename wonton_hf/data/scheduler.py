@@ -87,7 +87,7 @@ class OnlineDataScheduler(IterableDataset):
 
     @property
     def tokens_per_step(self) -> int:
-        return self.settings.tokens_per_batch * self.world_size
+        return self.settings.tokens_per_rank_step * self.world_size
 
     def encode(self, texts: list[str]) -> list[Any]:
         """Batched fast encoding; the stream turns the `Encoding`s into int32 arrays in the same job."""

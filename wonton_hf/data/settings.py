@@ -87,7 +87,7 @@ class SchedulerSettings:
         object.__setattr__(self, "stratified", bool(self.stratified))
 
     @property
-    def tokens_per_batch(self) -> int:
+    def tokens_per_rank_step(self) -> int:
         """Tokens one rank contributes to an optimizer step (times the world size: the step's tokens)."""
         return self.seq_len * self.batch_size * self.gradient_accumulation_steps
 
