@@ -94,7 +94,8 @@ def check_compatible(state: dict[str, Any], settings: SchedulerSettings, sources
         if state.get(name) != getattr(settings, name):
             raise ValueError(
                 f"OnlineDataScheduler: the checkpoint was written with `{name}`={state.get(name)}, this scheduler "
-                f"has {getattr(settings, name)}; positions refer to that shuffle, so build the scheduler with the same value."
+                f"has {getattr(settings, name)}; positions refer to that shuffle, so build the scheduler with the "
+                "same value."
             )
     for source in sources:
         saved = state["sources"].get(source.name)
