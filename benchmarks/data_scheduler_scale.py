@@ -166,11 +166,11 @@ def few_files(
     num_shards: int, num_files: int, records: int = 3 * 1024, block_size: int = 1024
 ) -> tuple[int, int, int, int]:
     """A source of `num_files` files of `records` each over `num_shards` shards: (files the busiest shard opens,
-    file reads in all, its fewest and most records). Computed from the split itself (`pipeline.owner`/`readers`),
+    file reads in all, its fewest and most records). Computed from the split itself (`layout.owner`/`readers`),
     as every shard of a job would: what a shard reads is what it opens, whatever the storage."""
     from collections import Counter
 
-    from wonton_hf.data.pipeline import owner, readers
+    from wonton_hf.data.layout import owner, readers
 
     opened: Counter[int] = Counter()
     share: Counter[int] = Counter()

@@ -142,42 +142,21 @@ def test_a_source_with_fewer_files_than_shards_is_split_evenly(corpus, tokenizer
 def test_a_source_with_fewer_files_than_shards_is_read_by_few_shards(corpus, tokenizer, monkeypatch):
     """zh (3 files of 50) and en (2 of 100) over 4 shards: each shard opens at most two zh files and one en file
     (not all of them), and still gets its share of the records to one (documents per shard, from the states)."""
-    from wonton_hf.data import pipeline
+    from wonton_hf.data.stream import SourceStream
 
     opened: dict[tuple[str, int], set[str]] = {}
-    file_blocks = pipeline.SourceStream._file_blocks
+    file_blocks = SourceStream._file_blocks
 
     def spy(self, epoch, file_pos, path, *args):
         opened.setdefault((self.source.name, self.shard), set()).add(path)
         return file_blocks(self, epoch, file_pos, path, *args)
 
-    monkeypatch.setattr(pipeline.SourceStream, "_file_blocks", spy)
+    monkeypatch.setattr(SourceStream, "_file_blocks", spy)
     _, states = run_ranks(corpus, tokenizer, 4, None)  # 4 ranks in this process: the spy sees every shard
     documents = {name: sorted(s["roles"]["0"]["documents"][name] for s in states) for name in WEIGHTS}
     assert documents == {"en": [50] * 4, "de": [37, 37, 38, 38], "fr": [25] * 4, "zh": [37, 37, 38, 38]}
     assert sorted(len(opened["zh", shard]) for shard in range(4)) == [1, 1, 2, 2]
     assert all(len(opened["en", shard]) == 1 for shard in range(4))
-
-
-@pytest.mark.parametrize("version,split", [(2, "by blocks"), (3, "by records over every shard")])
-def test_old_states_are_migrated_only_where_the_split_did_not_change(corpus, tokenizer, version, split):
-    """Versions 2 and 3 split a source with fewer files than shards otherwise: such positions are refused, naming
-    the source; a state whose sources all had enough files means the same now and is taken."""
-    _, states = run_ranks(corpus, tokenizer, 2, 5)
-    old = [dict(roundtrip(s), version=version) for s in states]
-    with pytest.raises(ValueError, match=f"split source `de` \\(1 files\\) over 2 shards {split}"):
-        make(corpus, tokenizer, exhaustion="stop", rank=0, world_size=2, seed=11, batch_size=1).load_state_dict(old[0])
-    single = make(corpus, tokenizer, exhaustion="stop", seed=11, batch_size=1)
-    list(islice(batches(single, 0, batch_size=1), 5))
-    expected = [b["input_ids"] for b in islice(batches(_resumed(single.state_dict(), corpus, tokenizer), 0, 1), 5)]
-    got = _resumed(dict(roundtrip(single.state_dict()), version=version), corpus, tokenizer)
-    assert all(torch.equal(a, b["input_ids"]) for a, b in zip(expected, batches(got, 0, 1), strict=False))
-
-
-def _resumed(state, corpus, tokenizer):
-    scheduler = make(corpus, tokenizer, exhaustion="stop", seed=11, batch_size=1)
-    scheduler.load_state_dict(roundtrip(state))
-    return scheduler
 
 
 def test_live_edit_reaches_dataloader_workers_at_the_recorded_step(corpus, tokenizer):

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from wonton_hf.data import DataSource, OnlineDataScheduler
-from wonton_hf.data.pipeline import FIRST_BATCH_CHARS, PIECE_CHARS, split_text
+from wonton_hf.data.settings import PIECE_CHARS
+from wonton_hf.data.stream import FIRST_BATCH_CHARS, split_text
 
 from .data_fixtures import doc_text
 
@@ -177,7 +178,7 @@ def test_ten_thousand_files_are_listed_once_and_the_state_does_not_grow_with_the
 
 
 def test_a_block_of_long_documents_waits_on_disk_and_reads_back_in_any_order():
-    from wonton_hf.data.pipeline import SpilledRecords, read_block
+    from wonton_hf.data.spill import SpilledRecords, read_block
 
     records = iter([b"x" * 1000 + b"%d" % i for i in range(50)])
     block = read_block(records, 20, 5000)
@@ -190,7 +191,7 @@ def test_a_block_of_long_documents_waits_on_disk_and_reads_back_in_any_order():
 
 
 def test_a_shard_holds_only_its_own_records_of_a_split_block():
-    from wonton_hf.data.pipeline import SpilledRecords, read_block
+    from wonton_hf.data.spill import SpilledRecords, read_block
 
     doc = [b"x" * 1000 + b"%d" % i for i in range(20)]
     odd = read_block(iter(doc), 20, 15_000, keep=lambda i: i % 2 == 1)  # 10 kept records: 10 KB, held
@@ -206,7 +207,7 @@ def test_with_fewer_files_than_shards_each_shard_reads_at_most_two_files_for_an_
     record by record, each opened all 100), and the shards' shares differ by a few records at most."""
     from collections import Counter
 
-    from wonton_hf.data.pipeline import owner, readers
+    from wonton_hf.data.layout import owner, readers
 
     block_size, records = 1024, 3 * 1024  # three blocks a file
     per_shard: Counter[int] = Counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
@@ -45,6 +46,27 @@ def test_deterministic_under_seed(corpus, tokenizer):
     c = [w["input_ids"].tolist() for w in take(make(corpus, tokenizer, seed=4), 40)]
     assert a == b
     assert a != c
+
+
+def test_one_settings_object_or_keywords_build_the_same_stream(corpus, tokenizer):
+    """The launcher passes a `SchedulerSettings`, library users keywords: one stream; keywords override the object,
+    and the token ids the shards need are filled in from the tokenizer once."""
+    from wonton_hf.data import SchedulerSettings
+
+    settings = SchedulerSettings(seq_len=128, block_size=16, seed=3)
+    by_object = make(corpus, tokenizer, settings=settings)
+    by_keywords = make(corpus, tokenizer, seed=3)
+    assert by_object.settings == by_keywords.settings and by_object.settings.eos_token_id == tokenizer.eos_token_id
+    assert [w["input_ids"].tolist() for w in take(by_object, 20)] == [
+        w["input_ids"].tolist() for w in take(by_keywords, 20)
+    ]
+    assert make(corpus, tokenizer, settings=settings, seed=4).settings.seed == 4 and settings.seed == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.seq_len = 64  # type: ignore[misc]
+    with pytest.raises(TypeError, match="seq_lenn"):
+        make(corpus, tokenizer, seq_lenn=64)
+    with pytest.raises(ValueError, match="`seq_len` must be a positive integer, got 0"):
+        SchedulerSettings(seq_len=0)
 
 
 @pytest.mark.parametrize("share_tolerance", [None, 0.005])

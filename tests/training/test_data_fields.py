@@ -13,9 +13,9 @@ DEMO = Path(__file__).resolve().parents[2] / "examples" / "configs" / "runs" / "
 
 
 def test_piece_size_copy_matches_the_pipeline():
-    from wonton_hf.data import pipeline
+    from wonton_hf.data import settings
 
-    assert run_config.PIECE_CHARS == pipeline.PIECE_CHARS
+    assert run_config.PIECE_CHARS == settings.PIECE_CHARS
 
 
 def test_buffer_tokens_is_checked_against_the_read_ahead():

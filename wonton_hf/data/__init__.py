@@ -1,4 +1,4 @@
-"""The Online Data Scheduler (paper section 2.2): sources -> pipeline -> multiplexer -> packing -> collator.
+"""The Online Data Scheduler (paper section 2.2): sources -> stream -> multiplexer -> packing -> collator.
 
 Names load on first use (as in `wonton_hf.callbacks`): `import wonton_hf.data.sources` and the run-config check
 read sources and mixtures without importing torch or transformers, which only the scheduler, the collator and the
@@ -20,9 +20,10 @@ _EXPORTS = {
     "MixtureController": "mixture",
     "WeightSchedule": "mixture",
     "validate_weights": "mixture",
-    "SHARD_SCHEMA": "scheduler",
-    "STATE_SCHEMA": "scheduler",
+    "SHARD_SCHEMA": "resume",
+    "STATE_SCHEMA": "resume",
     "OnlineDataScheduler": "scheduler",
+    "SchedulerSettings": "settings",
     "FORMATS": "sources",
     "DataSource": "sources",
     "load_sources": "sources",

@@ -1,7 +1,7 @@
 """Putting the scheduler under a `transformers.Trainer`: the arguments it needs and the callbacks it uses.
 
 By default Accelerate reads an `IterableDataset` on rank 0 and dispatches slices of each batch to the other
-ranks. The scheduler shards itself (by rank and DataLoader worker, `pipeline.py`), so dispatching would make
+ranks. The scheduler shards itself (by rank and DataLoader worker, `layout.py`), so dispatching would make
 rank 0 read everything and the other ranks' shards go unread. `training_arguments` turns it off and sets the two
 other arguments the scheduler relies on; `attach` adds the callbacks in the right place.
 """

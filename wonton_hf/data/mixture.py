@@ -209,11 +209,6 @@ def new_settled() -> dict[str, Any]:
     return {"step": -1, "weights": None, "multipliers": None, "changes": {}}
 
 
-def journal_from_entries(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """A version-1 checkpoint's full journal (a list) as the folded form, for migration."""
-    return {"settled": new_settled(), "pending": [{**e, "seq": i} for i, e in enumerate(entries)]}
-
-
 class JournalChannel:
     """The journal as a JSON-lines file, so DataLoader worker processes see new entries.
 

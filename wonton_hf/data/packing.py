@@ -2,7 +2,7 @@
 
 Every position holds a real token (no padding except, once, at the very end of a finite stream). Each
 document ends with EOS; a document longer than the room left in a window is cut and continues later in the
-same shard (when its source is due again: see `_ShardRun.next_chunk`; early in a run a document of a small
+same shard (when its source is due again: see `ShardRun.next_chunk`; early in a run a document of a small
 source may also be cut where its share would overshoot, see `multiplexer`). `position_ids`
 restart at 0 at every document start and at every continuation, so a continued document is a fresh segment: the model
 builds its block-diagonal mask from the restarts and never attends across documents, and positions never

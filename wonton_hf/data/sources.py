@@ -267,13 +267,7 @@ def iter_raw_records(
             failures += 1
             retries = source.read_retries if source is not None else 0
             if failures > retries:
-                if source is not None and source.on_read_error == "raise":
-                    raise OSError(
-                        f"DataSource `{source.name}`: reading {path} failed {failures} times, the last after "
-                        f"{yielded} records ({type(err).__name__}: {err}); fix the store and resume from the last "
-                        "checkpoint, or set `on_read_error: skip` to count such files as skipped."
-                    ) from err
-                skips.skip("read_error", path, None, f"after {yielded} records: {err!r}")
+                _give_up(source, path, err, failures, yielded, skips)
                 return
             delay = min(60.0, (source.retry_backoff if source is not None else 0) * 2 ** (failures - 1))
             logger.warning(
@@ -287,6 +281,19 @@ def iter_raw_records(
                 delay,
             )
             time.sleep(delay)
+
+
+def _give_up(
+    source: DataSource | None, path: str, err: Exception, failures: int, yielded: int, skips: SkipCounter
+) -> None:
+    """After the last retry the source's `on_read_error` decides: a dead run, or one file counted as skipped."""
+    if source is not None and source.on_read_error == "raise":
+        raise OSError(
+            f"DataSource `{source.name}`: reading {path} failed {failures} times, the last after "
+            f"{yielded} records ({type(err).__name__}: {err}); fix the store and resume from the last "
+            "checkpoint, or set `on_read_error: skip` to count such files as skipped."
+        ) from err
+    skips.skip("read_error", path, None, f"after {yielded} records: {err!r}")
 
 
 def _file_records(path: str, fmt: str, txt_unit: str, skips: SkipCounter, options: dict[str, Any]) -> Iterator[Any]:

@@ -248,7 +248,7 @@ FeedbackConfig = options_model(
 
 
 PIECE_CHARS = 32_768
-"""`wonton_hf.data.pipeline.PIECE_CHARS`, copied so that checking a config imports no data code."""
+"""`wonton_hf.data.settings.PIECE_CHARS`, copied so that checking a config imports no data code."""
 
 
 class DataConfig(Section):

@@ -33,6 +33,7 @@ from transformers import (
 from ..data import DataSource, OnlineDataScheduler, PackedWindowCollator, attach, load_sources, training_arguments
 from ..data.callbacks import data_report, format_data_report, write_data_report
 from ..data.mixture import Exp3Feedback
+from ..data.settings import SchedulerSettings
 from ..distributed import barrier, is_main_process, world_size
 from ..distributed import shutdown as shutdown
 from ..models.wonton import WontonConfig, WontonForCausalLM
@@ -268,22 +269,26 @@ def build_training_arguments(config: RunConfig):
     )
 
 
-def build_scheduler(config: RunConfig, sources: list[DataSource], tokenizer, args) -> OnlineDataScheduler:
-    return OnlineDataScheduler(
-        sources,
-        tokenizer,
-        seq_len=config.data.seq_len,
+def scheduler_settings(config: RunConfig, args: TrainingArguments) -> SchedulerSettings:
+    """The run config's data settings, with the batching the Trainer was given (the scheduler's workers must agree)."""
+    data = config.data
+    return SchedulerSettings(
+        seq_len=data.seq_len,
         seed=config.train.seed,
         batch_size=args.per_device_train_batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        block_size=config.data.block_size,
-        stratified=config.data.stratified,
-        schedule=config.data.schedule.model_dump() if config.data.schedule is not None else None,
-        share_tolerance=config.data.share_tolerance,
-        min_segment_tokens=config.data.min_segment_tokens,
-        prefetch_blocks=config.data.prefetch_blocks,
-        buffer_tokens=config.data.buffer_tokens,
+        block_size=data.block_size,
+        stratified=data.stratified,
+        share_tolerance=data.share_tolerance,
+        min_segment_tokens=data.min_segment_tokens,
+        prefetch_blocks=data.prefetch_blocks,
+        buffer_tokens=data.buffer_tokens,
     )
+
+
+def build_scheduler(config: RunConfig, sources: list[DataSource], tokenizer, args) -> OnlineDataScheduler:
+    schedule = config.data.schedule.model_dump() if config.data.schedule is not None else None
+    return OnlineDataScheduler(sources, tokenizer, settings=scheduler_settings(config, args), schedule=schedule)
 
 
 def build_monitors(monitors_config: Any) -> list[TrainerCallback]:

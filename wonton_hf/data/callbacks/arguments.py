@@ -30,9 +30,10 @@ def check_batching(scheduler: Any, args: Any) -> None:
         ("batch_size", args.per_device_train_batch_size),
         ("gradient_accumulation_steps", args.gradient_accumulation_steps),
     ):
-        if getattr(scheduler, name) != theirs:
+        ours = getattr(scheduler.settings, name)
+        if ours != theirs:
             raise ValueError(
-                f"OnlineDataScheduler `{name}`={getattr(scheduler, name)} but the Trainer uses {theirs}; build the "
+                f"OnlineDataScheduler `{name}`={ours} but the Trainer uses {theirs}; build the "
                 "scheduler with the same values (its workers derive the optimizer step from them)."
             )
     if scheduler.world_size != args.world_size:

@@ -1,4 +1,5 @@
-"""The per-source pipeline of the paper's Figure 2, for one shard (one rank x DataLoader worker).
+"""The token stream of one source for one shard (one rank x DataLoader worker): the per-source pipeline of the
+paper's Figure 2.
 
 collect file names -> seeded shuffle -> split by rank -> read -> seeded shuffle buffer -> split by worker
 -> normalise -> tokenize (batched, fast).
@@ -7,157 +8,38 @@ The unit that is split and shuffled is a *block*: `block_size` consecutive recor
 buffer is a seeded permutation of one block; its records are normalised and tokenized lazily, in permutation
 order, a batch of a bounded number of characters at a time (see `SourceStream`), so what a shard holds ahead of
 the packer is bounded by tokens, not by records; a block whose raw records are too big to hold (long documents)
-waits in a temp file on local disk (`read_block`). Where a shard stands is five integers, the *frontier*
-`(epoch, file, block, record, token)`: everything the shard owns before it has been emitted, the `record`-th
-entry of the block's permutation has been emitted up to `token`. Resuming recomputes the permutation and
-re-reads only the block in progress; nothing is replayed. Splitting by rank and by worker is one split
-over `num_shards = world_size * num_workers` shards (`shard = rank * num_workers + worker`): whole files
-when there are at least as many files as shards (a shard opens only its own files), otherwise record by record
-among the shards that share a file, each shard sharing at most two (`owner`, `readers`: it reads those files,
-but parses and tokenizes only its records). Records, not blocks, because a source of a few files holds few
-blocks: 1,100 documents in one file are one full block and a short one, and split by blocks one of two shards
-would get 93% of them (and, cycling, repeat the other 7% about 13 times as often); split by records every
-shard gets its share. At most two files a shard, not all of them: at 4,096 shards a source of 100 files would
-otherwise be read 4,096 times over, now about 41.
-
-Changing the number of shards (2 ranks -> 1, or 1 -> 3) keeps the old frontiers as *history*: a record is
-consumed as far as its owner under that old layout had got, and its new owner continues from there, so no
-record is lost or repeated.
+waits on local disk (`spill`). Which records a shard owns, and what its frontier and the history of earlier
+layouts mean, are the rules of `layout`. Resuming recomputes the permutation and re-reads only the block in
+progress; nothing is replayed.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-import os
 import random
 import re
-import tempfile
-from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import islice
 from typing import Any
 
 import numpy as np
 
+from .layout import History, new_frontier, owner, readers
+from .settings import PIECE_CHARS, SchedulerSettings
 from .sources import DataSource, SkipCounter, iter_raw_records, normalise_record
+from .spill import SpilledRecords, read_block
 
 Submit = Callable[[Callable[[], Any]], Any]
 """Runs a tokenizing job: returns a Future (tokenizer thread) or the job's result itself (no read-ahead)."""
 Encode = Callable[[list[str]], list[Any]]
 """Batched encoding: one `tokenizers` `Encoding` (anything with `.ids`) per text."""
 
-PIECE_CHARS = 32_768
-"""Texts longer than this are tokenized in pieces (a fixed constant: token offsets must not depend on settings)."""
 FIRST_BATCH_CHARS = 8_192
 """Characters in a stream's first tokenizer batch; batches double from there up to `batch_chars`."""
 BLOCK_BYTES_PER_TOKEN = 8
 """Raw bytes of the current block held in memory per token of the budget (2 MiB at the default budget)."""
-DEFAULT_BUFFER_TOKENS = 262_144
-"""Default per-source budget of token ids held ahead of the packer (1 MiB as int32)."""
-
-
-def new_frontier(epoch: int = 0) -> dict[str, Any]:
-    return {"epoch": epoch, "file": 0, "block": 0, "record": 0, "token": 0, "done": False}
-
-
-def owner(num_shards: int, num_files: int, file_pos: int, block: int, index: int, block_size: int) -> int:
-    """The shard that owns a record (the `index`-th of block `block` in file order) under a layout.
-
-    At least as many files as shards: whole files, round-robin. Fewer: the files are laid end to end on an axis
-    of `num_files * num_shards` points, file f on `[f * num_shards, (f + 1) * num_shards)` and shard s on
-    `[s * num_files, (s + 1) * num_files)`; the i-th record of a file sits at point `i * stride mod num_shards`
-    of the file's span, a stride near the golden ratio of the span, so that even a file of fewer records than
-    shards spreads them evenly over it (and every `num_shards` records fill it exactly). Every shard then owns
-    the same share of the source (files of equal size) and reads at most two files (`readers`), where split
-    record by record over all shards it would read every one. By file order, not permutation order, so a shard
-    knows while reading which records it may drop.
-    """
-    if num_files >= num_shards:
-        return file_pos % num_shards
-    point = (block * block_size + index) * _stride(num_shards) % num_shards
-    return (file_pos * num_shards + point) // num_files
-
-
-@functools.cache
-def _stride(n: int) -> int:
-    """The integer nearest n / golden ratio that is coprime to n: `i * stride mod n` visits every point once in n
-    steps, and its first k steps are spread evenly over [0, n) for any k (the three-distance theorem)."""
-    stride = max(1, round(n * 0.6180339887498949))
-    while math.gcd(stride, n) != 1:
-        stride += 1
-    return stride
-
-
-def readers(num_shards: int, num_files: int, file_pos: int) -> range:
-    """The shards that own records of a file (see `owner`): one, or the ones whose span meets the file's."""
-    if num_files >= num_shards:
-        return range(file_pos % num_shards, file_pos % num_shards + 1)
-    return range(file_pos * num_shards // num_files, ((file_pos + 1) * num_shards - 1) // num_files + 1)
-
-
-def past(frontier: dict[str, Any], epoch: int, file_pos: int, block: int) -> bool:
-    """True when a shard at `frontier` has emitted everything it owns of that block."""
-    return bool(frontier["done"] and epoch <= frontier["epoch"]) or (epoch, file_pos, block) < _key(frontier)
-
-
-def _key(frontier: dict[str, Any]) -> tuple[int, int, int]:
-    return frontier["epoch"], frontier["file"], frontier["block"]
-
-
-class History:
-    """Frontiers of earlier layouts (before a change of world size or worker count)."""
-
-    def __init__(self, entries: list[dict[str, Any]], num_files: int, block_size: int) -> None:
-        self.entries = entries
-        self.num_files = num_files
-        self.block_size = block_size
-
-    def min_epoch(self) -> int:
-        """Where a new layout starts: every shard of the latest old layout had finished the epochs before."""
-        return min((f["epoch"] for f in self.entries[-1]["frontiers"]), default=0) if self.entries else 0
-
-    def max_epoch(self) -> int:
-        return max((f["epoch"] for e in self.entries for f in e["frontiers"]), default=-1)
-
-    def emitted(self, epoch: int, file_pos: int, block: int, record: int, index: int) -> int:
-        """Tokens earlier layouts emitted of a record (permutation position `record`, file-order `index` in its
-        block): 0, some, or -1 for all."""
-        best = 0
-        for entry in self.entries:
-            shard = owner(entry["num_shards"], self.num_files, file_pos, block, index, self.block_size)
-            frontier = entry["frontiers"][shard]
-            if past(frontier, epoch, file_pos, block):
-                return -1
-            if (epoch, file_pos, block) == _key(frontier):
-                if record < frontier["record"]:
-                    return -1
-                if record == frontier["record"]:
-                    best = max(best, frontier["token"])
-        return best
-
-    def block_consumed(self, epoch: int, file_pos: int, block: int) -> bool:
-        """True when one earlier layout provably emitted the whole block (so it need not be parsed)."""
-        for entry in self.entries:
-            owners = readers(entry["num_shards"], self.num_files, file_pos)
-            if all(past(entry["frontiers"][s], epoch, file_pos, block) for s in owners):
-                return True
-        return False
-
-    def file_consumed(self, epoch: int, file_pos: int) -> bool:
-        """True when one earlier layout provably emitted the whole file (so it need not be opened)."""
-        for entry in self.entries:
-            owners = readers(entry["num_shards"], self.num_files, file_pos)
-            if all(
-                (entry["frontiers"][s]["done"] and epoch <= entry["frontiers"][s]["epoch"])
-                or (epoch, file_pos) < (entry["frontiers"][s]["epoch"], entry["frontiers"][s]["file"])
-                for s in owners
-            ):
-                return True
-        return False
 
 
 class SourceStream:
@@ -165,7 +47,7 @@ class SourceStream:
 
     What the stream holds ahead of the packer is bounded by tokens, not records: the records of the block in
     progress are normalised and tokenized lazily, in the order the block's permutation consumes them, in
-    batches of at most `batch_chars` characters, and at most `read_ahead` batches are tokenizing or waiting
+    batches of at most `batch_chars` characters, and at most `prefetch_blocks` batches are tokenizing or waiting
     beyond the one being packed. Token ids are kept as int32 arrays (4 bytes a token); the tokenizer's
     `Encoding` objects (about 80 bytes a token) live only inside one batch's encode call. A text longer than
     `PIECE_CHARS` is tokenized in pieces cut at whitespace, so a book streams through in bounded memory; the
@@ -175,36 +57,28 @@ class SourceStream:
     def __init__(
         self,
         source: DataSource,
-        seed: int,
+        settings: SchedulerSettings,
         shard: int,
         num_shards: int,
-        block_size: int,
         submit: Submit,
         encode: Encode,
-        eos_id: int,
+        *,
         frontier: dict[str, Any] | None = None,
         history: list[dict[str, Any]] | None = None,
         skips: dict[str, int] | None = None,
-        bos_id: int | None = None,
-        read_ahead: int = 1,
-        buffer_tokens: int = DEFAULT_BUFFER_TOKENS,
     ) -> None:
         self.source = source
         self.files = source.files
-        self.seed = seed
+        self.settings = settings
+        """Read for the seed, block size, token ids and budget; `eos_token_id` is filled in (the scheduler's)."""
         self.shard = shard
         self.num_shards = num_shards
-        self.block_size = block_size
         self.submit = submit
         self.encode = encode
-        self.eos_id = eos_id
-        self.bos_id = bos_id
-        self.read_ahead = read_ahead
-        """Batches tokenizing (or tokenized) ahead of the one being packed."""
-        self.batch_chars = batch_chars(buffer_tokens, read_ahead)
-        self.max_block_bytes = BLOCK_BYTES_PER_TOKEN * buffer_tokens
-        """Raw bytes of a block held in memory; a larger block waits in a temp file (`read_block`)."""
-        self.history = History(history or [], len(self.files), block_size)
+        self.batch_chars = batch_chars(settings.buffer_tokens, settings.prefetch_blocks)
+        self.max_block_bytes = BLOCK_BYTES_PER_TOKEN * settings.buffer_tokens
+        """Raw bytes of a block held in memory; a larger block waits in a temp file (`spill.read_block`)."""
+        self.history = History(history or [], len(self.files), settings.block_size)
         self.frontier = dict(frontier or new_frontier(self.history.min_epoch()))
         self.skips = SkipCounter(source.name, skips)
         self._pieces: Iterator[_Piece] | None = None
@@ -270,7 +144,7 @@ class SourceStream:
     # ---- production ----
 
     def _iter_pieces(self) -> Iterator[_Piece]:
-        """Pieces in stream order; the next `read_ahead` batches are read and sent to the tokenizer ahead.
+        """Pieces in stream order; the next `prefetch_blocks` batches are read and sent to the tokenizer ahead.
 
         Tokenization is most of the pipeline's work and runs in Rust without the GIL, so while this thread packs
         the current batch, the tokenizer thread already encodes the next ones. Everything that changes what
@@ -278,6 +152,7 @@ class SourceStream:
         """
         batches = self._batches()
         ahead = self._ahead
+        read_ahead = self.settings.prefetch_blocks
 
         def pull() -> bool:
             batch = next(batches, None)
@@ -292,7 +167,7 @@ class SourceStream:
 
         while ahead or pull():
             batch = ahead.popleft()
-            while sum(queued.tokens is not None for queued in ahead) < self.read_ahead and pull():
+            while sum(queued.tokens is not None for queued in ahead) < read_ahead and pull():
                 pass
             self.skips.replay(batch.prelude)
             if batch.new_epoch is not None:
@@ -306,7 +181,8 @@ class SourceStream:
         Runs in the tokenizer thread: the `Encoding`s are converted and freed here, one batch at a time.
         """
         ids = [encoding.ids for encoding in self.encode(texts)]
-        bos = self.bos_id is not None
+        bos_id, eos_id = self.settings.bos_token_id, self.settings.eos_token_id
+        bos = bos_id is not None
         lengths = np.fromiter(
             (len(x) + (bos and first) + last for x, (first, last) in zip(ids, flags, strict=True)),
             dtype=np.int64,
@@ -316,12 +192,12 @@ class SourceStream:
         pos = 0
         for x, (first, last) in zip(ids, flags, strict=True):
             if bos and first:
-                flat[pos] = self.bos_id
+                flat[pos] = bos_id
                 pos += 1
             flat[pos : pos + len(x)] = x
             pos += len(x)
             if last:
-                flat[pos] = self.eos_id
+                flat[pos] = eos_id
                 pos += 1
         return flat, lengths
 
@@ -407,7 +283,7 @@ class SourceStream:
 
     def file_order(self, epoch: int) -> list[int]:
         order = list(range(len(self.files)))
-        random.Random(f"{self.seed}/{self.source.name}/files/{epoch}").shuffle(order)
+        random.Random(f"{self.settings.seed}/{self.source.name}/files/{epoch}").shuffle(order)
         return order
 
     def _epoch_blocks(self, epoch: int, start: dict[str, Any] | None, skips: _DeferredSkips) -> Iterator[_Block]:
@@ -427,21 +303,22 @@ class SourceStream:
         fmt = self.source.format_of(path)
         records = iter_raw_records(path, fmt, self.source.txt_unit, skips, self.source)
         first_block = resume["block"] if resume else 0
+        size = self.settings.block_size
         whole_file = len(self.files) >= self.num_shards  # else every block is split by records
         block = 0
         while True:
             if block < first_block or self.history.block_consumed(epoch, file_pos, block):
                 # emitted before (by this shard, or by an earlier layout): read past it without keeping it
-                if sum(1 for _ in islice(records, self.block_size)) == 0:
+                if sum(1 for _ in islice(records, size)) == 0:
                     return
                 block += 1
                 continue
             mine = None if whole_file else self._owns(file_pos, block)
-            raw = read_block(records, self.block_size, self.max_block_bytes, mine)
+            raw = read_block(records, size, self.max_block_bytes, mine)
             if not len(raw):
                 return
             perm = list(range(len(raw)))
-            random.Random(f"{self.seed}/{self.source.name}/block/{epoch}/{path}/{block}").shuffle(perm)
+            random.Random(f"{self.settings.seed}/{self.source.name}/block/{epoch}/{path}/{block}").shuffle(perm)
             begin, begin_token = (resume["record"], resume["token"]) if resume and block == first_block else (0, 0)
             for q in range(begin):  # emitted before the resume
                 raw[perm[q]] = None
@@ -460,65 +337,12 @@ class SourceStream:
                     partial[q] = done
                 todo.append(q)
             if todo:
-                yield _Block(epoch, file_pos, block, todo, partial, path, fmt, block * self.block_size, perm, raw)
+                yield _Block(epoch, file_pos, block, todo, partial, path, fmt, block * size, perm, raw)
             block += 1
 
     def _owns(self, file_pos: int, block: int) -> Callable[[int], bool]:
-        n, shard, num_files, size = self.num_shards, self.shard, len(self.files), self.block_size
+        n, shard, num_files, size = self.num_shards, self.shard, len(self.files), self.settings.block_size
         return lambda index: owner(n, num_files, file_pos, block, index, size) == shard
-
-
-def read_block(
-    records: Iterator[Any], size: int, max_bytes: int, keep: Callable[[int], bool] | None = None
-) -> list[Any] | SpilledRecords:
-    """The next `size` raw records (those `keep` rejects as None); once the kept ones pass `max_bytes`, the block
-    goes to an unlinked temp file instead.
-
-    A block is the shuffle buffer, so all its records must be at hand before the first is used; for long
-    documents (1,024 books) that is too much memory, so their bytes wait on local disk and are read back one
-    at a time, in permutation order. (Parquet rows are dicts and stay in memory.)
-    """
-    held: list[Any] = []
-    total = 0
-    for index, record in enumerate(islice(records, size)):
-        if keep is not None and not keep(index):
-            record = None
-        held.append(record)
-        if not isinstance(record, bytes):
-            continue
-        total += len(record)
-        if total > max_bytes and all(isinstance(r, bytes | None) for r in held):
-            rest = islice(records, size - len(held))
-            if keep is not None:
-                rest = (r if keep(i) else None for i, r in enumerate(rest, len(held)))
-            return SpilledRecords(chain(held, rest))
-    return held
-
-
-class SpilledRecords:
-    """Raw records in an unlinked temp file; only their offsets (16 bytes a record) stay in memory."""
-
-    def __init__(self, records: Iterator[bytes | None]) -> None:
-        self._file = tempfile.TemporaryFile(prefix="wonton_block_")
-        self._offsets, self._lengths = array("q"), array("q")
-        position = 0
-        for record in records:
-            self._offsets.append(position)
-            self._lengths.append(-1 if record is None else len(record))
-            if record is not None:
-                self._file.write(record)
-                position += len(record)
-        self._file.flush()
-
-    def __len__(self) -> int:
-        return len(self._offsets)
-
-    def __getitem__(self, index: int) -> bytes | None:
-        length = self._lengths[index]
-        return None if length < 0 else os.pread(self._file.fileno(), length, self._offsets[index])
-
-    def __setitem__(self, index: int, value: Any) -> None:
-        """Releasing a record (`_Block.take_raw`) frees nothing here: it is on disk."""
 
 
 def batch_chars(buffer_tokens: int, read_ahead: int) -> int:
@@ -532,10 +356,6 @@ def batch_chars(buffer_tokens: int, read_ahead: int) -> int:
     if read_ahead == 0:
         return PIECE_CHARS
     return max(PIECE_CHARS, buffer_tokens // (read_ahead + 1))
-
-
-def min_buffer_tokens(read_ahead: int) -> int:
-    return PIECE_CHARS * (read_ahead + 1)
 
 
 def split_text(text: str) -> list[str]:
