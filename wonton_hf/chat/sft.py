@@ -42,9 +42,10 @@ from transformers import (
     set_seed,
 )
 
+from ..checkpointing.completion import ensure_completion_marking
+from ..checkpointing.protocol import resume_plan
 from ..data.sources import SkipCounter
 from ..distributed import barrier, is_main_process
-from ..training.checkpoints import ensure_completion_marking, resume_plan
 from ..training.console import use_console
 from ..training.launch import build_monitors, common_training_arguments, optimizer_arguments, quiet_progress_bars
 from ..training.launch import check_launch as _check_launch

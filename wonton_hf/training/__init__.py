@@ -13,8 +13,6 @@ _EXPORTS = {
     "load_run_config": "config",
     "run_config_help": "config",
     "average_checkpoints": "averaging",
-    "CheckpointCompletionCallback": "checkpoints",
-    "newest_complete_checkpoint": "checkpoints",
     "LaunchError": "launch",
     "PreparedRun": "launch",
     "build_trainer": "launch",

@@ -30,13 +30,14 @@ from transformers import (
     set_seed,
 )
 
+from ..checkpointing.completion import ensure_completion_marking
+from ..checkpointing.protocol import resume_plan
 from ..data import DataSource, OnlineDataScheduler, PackedWindowCollator, attach, load_sources, training_arguments
 from ..data.callbacks import data_report, format_data_report, write_data_report
 from ..data.mixture import Exp3Feedback
 from ..distributed import barrier, is_main_process, world_size
 from ..distributed import shutdown as shutdown
 from ..models.wonton import WontonConfig, WontonForCausalLM
-from .checkpoints import ensure_completion_marking, resume_plan
 from .config import RunConfig, dump_run_config
 from .console import use_console
 
