@@ -39,8 +39,8 @@ print(json.dumps({"baseline_bytes": before, "peak_bytes": status("VmHWM"), "seco
 def write_checkpoints(preset: str, count: int, run_dir: Path) -> int:
     import torch
 
+    from wonton_hf.checkpointing import mark_complete
     from wonton_hf.models.wonton import WontonConfig, WontonForCausalLM
-    from wonton_hf.training.checkpoints import mark_complete
 
     torch.manual_seed(0)
     model = WontonForCausalLM(WontonConfig.from_preset(preset))

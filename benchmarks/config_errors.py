@@ -5,7 +5,7 @@
 For each of the 10 bad configs of issue 15 (the exact overrides the tests use), runs `python
 examples/pretrain.py <override>` and measures the wall time until it exits with code 2 and its one message.
 Baseline in the same run: a process that only imports what a run needs before it could check anything in the
-old layout (`wonton_hf.training.launch`: torch, transformers, the data scheduler). Rounds interleave the
+old layout (`wonton_hf.training.pretrain`, then `launch`: torch, transformers, the data scheduler). Rounds interleave the
 measurements, so load on the shared machine hits both alike; medians and maxima are printed.
 """
 
@@ -40,7 +40,7 @@ def main() -> None:
     errors: dict[str, list[float]] = {" ".join(overrides): [] for overrides, _ in BAD_CONFIGS}
     helps, heavy = [], []
     for _ in range(args.rounds):
-        seconds, _ = timed([sys.executable, "-c", "import wonton_hf.training.launch"])
+        seconds, _ = timed([sys.executable, "-c", "import wonton_hf.training.pretrain"])
         heavy.append(seconds)
         for overrides, path in BAD_CONFIGS:
             seconds, result = timed(
@@ -58,7 +58,7 @@ def main() -> None:
     every = [v for values in errors.values() for v in values]
     print(f"{'all 10 (each exit 2, one message)':<36} {statistics.median(every):>9.2f} {max(every):>7.2f}")
     print(f"{'wonton-hf --help':<36} {statistics.median(helps):>9.2f} {max(helps):>7.2f}")
-    print(f"{'baseline: import training.launch':<36} {statistics.median(heavy):>9.2f} {max(heavy):>7.2f}")
+    print(f"{'baseline: import training.pretrain':<36} {statistics.median(heavy):>9.2f} {max(heavy):>7.2f}")
 
 
 if __name__ == "__main__":

@@ -113,8 +113,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     cuda = torch.cuda.is_available()
-    config = WontonConfig.from_preset(args.preset, max_position_embeddings=max(args.seq, 512))
-    config._attn_implementation = args.attn
+    config = WontonConfig.from_preset(
+        args.preset, max_position_embeddings=max(args.seq, 512), attn_implementation=args.attn
+    )
     torch.manual_seed(0)
     model = WontonForCausalLM(config)
     dataset = PackedRandom(config.vocab_size, args.seq, args.steps * args.batch)

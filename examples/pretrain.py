@@ -23,7 +23,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "runs" / "wonton-
 
 
 def train(config) -> None:
-    from wonton_hf.training.launch import build_trainer, print_next_steps, run, shutdown
+    from wonton_hf.training.pretrain import build_trainer, print_next_steps, run, shutdown
 
     final = run(build_trainer(config))
     print_next_steps(final, config)

@@ -34,8 +34,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 """subcommand -> (module whose `add_subcommands` registers it, one-line help)"""
 
-SUBCOMMAND_MODULES = list(dict.fromkeys(module for module, _ in SUBCOMMANDS.values()))
-
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser of `command` (its module imported), or the light listing of every subcommand."""

@@ -33,8 +33,6 @@ def needs_remote_code(config: dict[str, Any]) -> bool:
     (Wonton's is known once `wonton_hf` is imported)."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    import wonton_hf  # noqa: F401  (registers the Wonton Auto classes)
-
     return bool(config.get("auto_map")) and config.get("model_type") not in CONFIG_MAPPING
 
 

@@ -182,6 +182,7 @@ def train_one(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> di
     import torch
 
     torch.set_num_threads(1)
+    from wonton_hf.callbacks import SpikeGuard
     from wonton_hf.training import build_trainer, load_run_config
 
     config = load_run_config(None, [], **run_config(spec, settings, prepared))
@@ -198,7 +199,7 @@ def train_one(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> di
             error = f"{type(exc).__name__}: {exc}"
         final = heldout_loss(model, windows)
     history = built.trainer.state.log_history
-    guard = next((cb for cb in built.trainer.callback_handler.callbacks if type(cb).__name__ == "SpikeGuard"), None)
+    guard = next((cb for cb in built.trainer.callback_handler.callbacks if isinstance(cb, SpikeGuard)), None)
     shutil.rmtree(config.run_dir, ignore_errors=True)  # checkpoints are only needed for the guard's rollbacks
     return {
         "name": spec.name,

@@ -18,9 +18,13 @@ SEQ = 32
 def tiny_model(attn: str = "sdpa", seed: int = 0, **overrides) -> WontonForCausalLM:
     torch.manual_seed(seed)
     config = WontonConfig.from_preset(
-        "wonton-tiny", vocab_size=VOCAB, num_hidden_layers=2, max_position_embeddings=64, **overrides
+        "wonton-tiny",
+        vocab_size=VOCAB,
+        num_hidden_layers=2,
+        max_position_embeddings=64,
+        attn_implementation=attn,
+        **overrides,
     )
-    config._attn_implementation = attn
     return WontonForCausalLM(config)
 
 

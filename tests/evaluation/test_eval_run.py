@@ -14,8 +14,9 @@ import pytest
 
 from wonton_hf.evaluation import cli
 from wonton_hf.evaluation.report import TABLE_3, TABLE_4, metric_value, our_row
-from wonton_hf.evaluation.run import evaluate_checkpoint, needs_trust_remote_code
+from wonton_hf.evaluation.run import evaluate_checkpoint
 from wonton_hf.evaluation.suites import suite_tasks
+from wonton_hf.remote_code import needs_remote_code, read_model_config
 
 
 def _wonton_hf(argv: list[str]) -> int:
@@ -145,13 +146,13 @@ def test_user_errors_fail_before_any_work(tiny_checkpoint, offline_data_dir, tmp
 
 
 def test_trust_remote_code_only_when_needed(tiny_checkpoint, tmp_path):
-    assert needs_trust_remote_code(str(tiny_checkpoint)) is False  # wonton is registered on import
+    assert needs_remote_code(read_model_config(str(tiny_checkpoint))) is False  # wonton is registered on import
     custom = tmp_path / "custom"
     custom.mkdir()
     (custom / "config.json").write_text(
         json.dumps({"model_type": "somebody_elses_model", "auto_map": {"AutoConfig": "configuration_x.XConfig"}})
     )
-    assert needs_trust_remote_code(str(custom)) is True
+    assert needs_remote_code(read_model_config(str(custom))) is True
 
 
 def _needs_code(root):

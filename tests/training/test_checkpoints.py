@@ -4,7 +4,7 @@ import pytest
 from transformers import Trainer, TrainingArguments
 
 from wonton_hf.callbacks import SpikeGuard, add_monitors
-from wonton_hf.training.checkpoints import (
+from wonton_hf.checkpointing import (
     COMPLETE_MARKER,
     CheckpointCompletionCallback,
     mark_complete,
@@ -83,3 +83,20 @@ def test_add_monitors_with_a_spike_guard_marks_checkpoints_complete(tmp_path):
     add_monitors(trainer, SpikeGuard())
     markers = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, CheckpointCompletionCallback)]
     assert len(markers) == 1 and trainer.callback_handler.callbacks[-1] is markers[0]
+
+
+def test_the_protocol_names_checkpoints_as_the_trainer_does_and_imports_no_torch():
+    """`protocol` spells out transformers' prefix so that `plot-run` can order checkpoints without torch."""
+    import subprocess
+    import sys
+
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    from wonton_hf.checkpointing import CHECKPOINT_PREFIX
+
+    assert CHECKPOINT_PREFIX == PREFIX_CHECKPOINT_DIR
+    code = (
+        "import sys, wonton_hf.checkpointing.protocol, wonton_hf.callbacks.plot; "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,8 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import wonton_hf  # noqa: F401
-from wonton_hf.training import LaunchError, build_trainer, check_launch, load_run_config, run
-from wonton_hf.training import launch as launch_module
+from wonton_hf.training import LaunchError, build_trainer, check_launch, launch_checks, load_run_config, run
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "configs" / "runs" / "wonton-tiny-cpu.yaml"
@@ -157,7 +156,7 @@ def test_deepspeed_without_a_launcher_is_refused_with_the_command_to_use(tmp_pat
 def test_accelerate_cpu_with_two_processes_is_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(
-        launch_module,
+        launch_checks,
         "_parent_command_line",
         lambda: ["/venv/bin/python", "/venv/bin/accelerate", "launch", "--num_processes", "2", "--cpu", "x.py"],
     )

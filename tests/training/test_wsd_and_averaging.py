@@ -15,7 +15,7 @@ import wonton_hf  # noqa: F401
 from wonton_hf.cli import main as cli
 from wonton_hf.training import ConfigError, build_trainer, load_run_config, run
 from wonton_hf.training.averaging import average_checkpoints
-from wonton_hf.training.launch import build_training_arguments
+from wonton_hf.training.pretrain import build_training_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "configs" / "runs" / "wonton-tiny-cpu.yaml"

@@ -20,8 +20,8 @@ from torch import nn
 from transformers import TrainerCallback, TrainingArguments
 from transformers.trainer_callback import DefaultFlowCallback
 
+from ..checkpointing.completion import ensure_completion_marking
 from ..distributed import all_reduce
-from ..distributed import is_distributed as distributed  # noqa: F401  (the monitors' name for it)
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +64,9 @@ def add_monitors(trainer: Any, *callbacks: TrainerCallback) -> None:
     position = next((i + 1 for i, cb in enumerate(handler.callbacks) if isinstance(cb, DefaultFlowCallback)), 0)
     for offset, callback in enumerate(callbacks):
         handler.callbacks.insert(position + offset, callback)
-    if any(type(cb).__name__ == "SpikeGuard" for cb in callbacks):
-        from ..training.checkpoints import ensure_completion_marking
+    from .spike_guard import SpikeGuard  # here: spike_guard imports this module
 
+    if any(isinstance(cb, SpikeGuard) for cb in callbacks):
         ensure_completion_marking(trainer)
 
 

@@ -13,6 +13,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from ..checkpointing.protocol import checkpoint_step
+
 Series = dict[str, list[tuple[int, float]]]
 
 FIGURES: dict[str, tuple[str, list[str]]] = {
@@ -33,8 +35,6 @@ def find_log_history(run_dir: Path) -> list[dict]:
         raise FileNotFoundError(f"Run directory {run_dir} does not exist; pass the Trainer's output_dir.")
     state = run_dir / "trainer_state.json"
     if not state.exists():
-        from ..training.checkpoints import checkpoint_step
-
         checkpoints = sorted(
             run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: checkpoint_step(p.parent) or -1
         )

@@ -13,7 +13,7 @@ moments and apply weight decay). The LR scheduler still advances with the step c
 the steps a GradScaler skips. The data of a skipped step is consumed and not trained on.
 
 Rollback, after `max_bad_steps` bad steps in a row: model weights and optimizer state are loaded from the
-newest *complete* checkpoint (`COMPLETE` marker, `wonton_hf.training.checkpoints`) saved at or before the
+newest *complete* checkpoint (`COMPLETE` marker, `wonton_hf.checkpointing`) saved at or before the
 last good step; `add_monitors` adds the callback that writes the marker. By default the step counter, the LR schedule and the data stream go on from where they are, so the
 steps between that checkpoint and the trouble, and their batches, count as skipped — PaLM's remedy
 (section 5.1: restart ~100 steps before the spike, skip the 200-500 batches around it). With
@@ -45,8 +45,8 @@ import torch
 from torch import nn
 from transformers.trainer_callback import ExportableState
 
+from ..checkpointing.protocol import checkpoint_step, list_checkpoints, newest_complete_checkpoint
 from ..distributed import barrier, is_main_process
-from ..training.checkpoints import checkpoint_step, list_checkpoints, newest_complete_checkpoint
 from ._common import LoggingCallback, StepLossCapture, step_metrics, uses_deepspeed
 
 logger = logging.getLogger(__name__)

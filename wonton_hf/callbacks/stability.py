@@ -35,7 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._common import LoggingCallback, StepLossCapture, all_reduce, publish_step_metrics
+from ..distributed import all_reduce
+from ._common import LoggingCallback, StepLossCapture, publish_step_metrics
 
 logger = logging.getLogger(__name__)
 

@@ -42,12 +42,13 @@ from transformers import (
     set_seed,
 )
 
+from ..checkpointing.protocol import resume_plan
 from ..data.sources import SkipCounter
 from ..distributed import barrier, is_main_process
-from ..training.checkpoints import ensure_completion_marking, resume_plan
-from ..training.console import use_console
-from ..training.launch import build_monitors, common_training_arguments, optimizer_arguments, quiet_progress_bars
-from ..training.launch import check_launch as _check_launch
+from ..training.arguments import common_training_arguments, optimizer_arguments
+from ..training.console import quiet_progress_bars
+from ..training.launch_checks import check_launch as _check_launch
+from ..training.run_callbacks import install_run_callbacks
 from .config import (
     DEMO_DATA_DIR,
     PRETRAIN_DEMO_OUTPUT,
@@ -117,8 +118,8 @@ def demo_texts() -> list[str]:
 
 def make_tiny_model(config: SFTRunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A tokenizer trained on `demo_texts` (once, by the main process) and a fresh Wonton model sized to it."""
-    from ..models.wonton import WontonConfig, WontonForCausalLM
     from ..tokenization import save_tokenizer, train_tokenizer
+    from ..training.model_init import fresh_wonton_model
 
     target = config.run_dir / "tiny-base-tokenizer"
     if is_main_process() and not (target / "tokenizer.json").is_file():
@@ -126,18 +127,14 @@ def make_tiny_model(config: SFTRunConfig) -> tuple[PreTrainedModel, PreTrainedTo
     barrier()
     tokenizer = AutoTokenizer.from_pretrained(target)
     set_seed(config.train.seed)
-    preset = WontonConfig.from_preset(config.model.tiny_preset)
-    model_config = WontonConfig.from_preset(
+    model = fresh_wonton_model(
         config.model.tiny_preset,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=max(preset.max_position_embeddings, config.data.max_length),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **config.model.tiny_overrides,
+        tokenizer,
+        max_length=config.data.max_length,
+        attn_implementation=config.model.attn_implementation or "sdpa",
+        overrides=config.model.tiny_overrides,
     )
-    model_config._attn_implementation = config.model.attn_implementation or "sdpa"
-    return WontonForCausalLM(model_config), tokenizer
+    return model, tokenizer
 
 
 def load_chat_data(config: SFTRunConfig) -> tuple[Any, ChatDataReport]:
@@ -183,17 +180,13 @@ def build_sft_trainer(config: SFTRunConfig, callbacks: list[TrainerCallback] | N
     """Checks, data, model, `SFTTrainer` with the monitors attached; `callbacks` are added after them."""
     from trl import SFTTrainer
 
-    from ..callbacks import add_monitors
-
     check_launch(config)
     args = build_sft_config(config)
     dataset, report = load_chat_data(config)  # bad files fail here, before the model is built
     model, tokenizer, origin = load_model_and_tokenizer(config)
     logger.info("SFT of %s on %d conversations (%s)", origin, len(dataset), report.summary())
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
-    add_monitors(trainer, *build_monitors(config.monitors))
-    use_console(trainer)  # one short line per log event
-    ensure_completion_marking(trainer)  # checkpoints become resume points only once every rank wrote them
+    install_run_callbacks(trainer, config.monitors)  # monitors, console; the completion marker last
     return PreparedSFT(config, trainer, tokenizer, report, origin)
 
 
@@ -272,7 +265,6 @@ __all__ = [
     "PreparedSFT",
     "SFTRunConfig",
     "batch_efficiency",
-    "build_monitors",
     "build_sft_config",
     "build_sft_trainer",
     "check_launch",

@@ -1,6 +1,6 @@
 """The scheduler's settings: one frozen object, checked once, shared by the scheduler, every shard and every stream.
 
-Built once (from the run config by `training.launch.build_scheduler`, or from `OnlineDataScheduler`'s keyword
+Built once (from the run config by `training.pretrain.build_scheduler`, or from `OnlineDataScheduler`'s keyword
 arguments) and handed down unchanged: a DataLoader worker pickles it with the scheduler, and no layer restates or
 re-checks a field. Importing it imports neither torch nor transformers (nor numpy), so a config check can use it.
 """

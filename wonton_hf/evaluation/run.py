@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..remote_code import check_remote_code, needs_remote_code, read_model_config
+from ..remote_code import check_remote_code
 from .report import write_report
 from .suites import prepare_task_folder, suite_group, task_manager_for
 
@@ -50,12 +50,6 @@ def model_display_name(model: str) -> str:
     return Path(model).expanduser().resolve().name if Path(model).expanduser().exists() else model
 
 
-def needs_trust_remote_code(model: str) -> bool:
-    """Whether loading `model` requires running code shipped with it (`auto_map` for a model type transformers
-    does not know). Wonton checkpoints need none: importing wonton_hf registers the Auto classes."""
-    return needs_remote_code(read_model_config(model))
-
-
 def resolve_device(device: str | None) -> str:
     import torch
 
@@ -82,23 +76,9 @@ def evaluate_checkpoint(
     consent: running it executes that code). Everything a user can get wrong (suite, limit, paths, offline
     files, remote code) is checked before the model is loaded.
     """
-    group = suite_group(suite)
-    if limit is not None and limit < 1:
-        raise ValueError(f"`limit` must be a positive number of examples per task, got {limit}.")
-    if data_dir is None and (variable := _hub_disabled()):
-        raise ValueError(
-            f"{variable} is set, so the datasets cannot be downloaded: pass --data-dir with local copies "
-            "(DIR/<hub dataset name>/<config>/<split>.jsonl) or unset it."
-        )
-    if _is_local_path(model) and not Path(model).expanduser().is_dir():
-        raise FileNotFoundError(
-            f"Model directory {model} does not exist (give a save_pretrained directory or a hub id)."
-        )
-    # A wrong path or hub id, or code run without consent, fails here, not after the datasets are loaded.
-    check_remote_code(model, trust_remote_code, flag="--trust-remote-code")
+    group = _check_request(model, suite, limit=limit, data_dir=data_dir, trust_remote_code=trust_remote_code)
     output_dir = Path(output_dir)
     tasks_dir = prepare_task_folder(output_dir / "lm_eval_tasks", suite, data_dir)
-
     results = _simple_evaluate(
         model,
         group,
@@ -117,6 +97,28 @@ def evaluate_checkpoint(
     return EvaluationOutputs(results, results_path, report_path, figure_path, tasks_dir)
 
 
+def _check_request(
+    model: str, suite: str, *, limit: int | None, data_dir: str | Path | None, trust_remote_code: bool
+) -> str:
+    """Everything about a request that can fail before the datasets and the model load; returns the suite's
+    lm-eval group."""
+    group = suite_group(suite)
+    if limit is not None and limit < 1:
+        raise ValueError(f"`limit` must be a positive number of examples per task, got {limit}.")
+    if data_dir is None and (variable := _hub_disabled()):
+        raise ValueError(
+            f"{variable} is set, so the datasets cannot be downloaded: pass --data-dir with local copies "
+            "(DIR/<hub dataset name>/<config>/<split>.jsonl) or unset it."
+        )
+    if _is_local_path(model) and not Path(model).expanduser().is_dir():
+        raise FileNotFoundError(
+            f"Model directory {model} does not exist (give a save_pretrained directory or a hub id)."
+        )
+    # A wrong path or hub id, or code run without consent, fails here, not after the datasets are loaded.
+    check_remote_code(model, trust_remote_code, flag="--trust-remote-code")
+    return group
+
+
 def _simple_evaluate(
     model: str,
     group: str,
@@ -130,8 +132,6 @@ def _simple_evaluate(
     bootstrap_iters: int,
 ) -> dict[str, Any]:
     import lm_eval
-
-    import wonton_hf  # noqa: F401  (Auto-class registration, so Wonton checkpoints load without remote code)
 
     results = lm_eval.simple_evaluate(
         model="hf",

@@ -209,8 +209,12 @@ def builtin_task_dirs(families: Iterable[TaskFamily] = FAMILIES) -> list[Path]:
     return [root / name for family in families for name in family.lm_eval_dir.split()]
 
 
-def builtin_task_yamls(tasks: Iterable[str]) -> dict[str, Path]:
-    """Task name -> the built-in YAML that defines it in the installed lm-eval."""
+def builtin_task_configs(tasks: Iterable[str]) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Task name -> the built-in YAML that defines it in the installed lm-eval, and its config.
+
+    The config is the one lm-eval's public `TaskManager.task_index` read (includes merged, `!function` tags
+    left as paths, not imported): the same file, parsed once, the way lm-eval itself parses it.
+    """
     from lm_eval.tasks import TaskManager
 
     tasks = list(tasks)
@@ -221,10 +225,10 @@ def builtin_task_yamls(tasks: Iterable[str]) -> dict[str, Path]:
             "Some tasks are not where lm-eval %s used to keep them; indexing all its tasks.", _lm_eval_version()
         )
         index = TaskManager().task_index
-    missing = [task for task in tasks if task not in index or index[task].yaml_path is None]
+    missing = [task for task in tasks if task not in index or index[task].yaml_path is None or index[task].cfg is None]
     if missing:
         raise ValueError(f"The installed lm-eval ({_lm_eval_version()}) does not define the task(s) {missing}.")
-    return {task: Path(index[task].yaml_path) for task in tasks}
+    return {task: (Path(index[task].yaml_path), index[task].cfg) for task in tasks}
 
 
 def _lm_eval_version() -> str:
@@ -377,16 +381,13 @@ def write_offline_task_configs(folder: str | Path, data_dir: str | Path, tasks: 
     All missing or malformed files are reported together, before anything is written, so a user fixes
     the data directory in one pass rather than one evaluation crash at a time.
     """
-    from lm_eval.tasks._yaml_loader import load_yaml
-
     folder, data_dir = Path(folder), Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(
             f"--data-dir {data_dir} is not a directory (expected DIR/<hub dataset>/<config>/<split>.jsonl)."
         )
     planned, problems = [], []
-    for task, builtin_yaml in builtin_task_yamls(tasks).items():
-        builtin_config = load_yaml(builtin_yaml, resolve_func=False)
+    for task, (builtin_yaml, builtin_config) in builtin_task_configs(tasks).items():
         files, task_problems = resolve_offline_files(offline_source(task, builtin_config), data_dir)
         problems += task_problems
         planned.append((task, builtin_yaml, builtin_config, files))

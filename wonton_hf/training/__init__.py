@@ -1,4 +1,9 @@
-"""Pretraining on the HF Trainer: one run config, the builders, and resumable checkpoints.
+"""Training on the HF Trainer: pretraining (`pretrain`) and what SFT (`wonton_hf.chat.sft`) shares with it.
+
+Shared by both: the run-config schema, launch checks (`launch_checks`), devices and DeepSpeed on CPU
+(`devices`), the `TrainingArguments` mapping (`arguments`), the callbacks every run gets (`run_callbacks`),
+the fresh model (`model_init`) and the console. Pretraining's launcher (`pretrain`) is imported by no other
+module of the package.
 
 The names load on first use, so reading and checking a run config (`load_run_config`) imports neither torch
 nor transformers: a config error is reported in well under two seconds.
@@ -13,15 +18,13 @@ _EXPORTS = {
     "load_run_config": "config",
     "run_config_help": "config",
     "average_checkpoints": "averaging",
-    "CheckpointCompletionCallback": "checkpoints",
-    "newest_complete_checkpoint": "checkpoints",
-    "LaunchError": "launch",
-    "PreparedRun": "launch",
-    "build_trainer": "launch",
-    "check_launch": "launch",
-    "print_next_steps": "launch",
-    "run": "launch",
-    "shutdown": "launch",
+    "LaunchError": "launch_checks",
+    "check_launch": "launch_checks",
+    "PreparedRun": "pretrain",
+    "build_trainer": "pretrain",
+    "print_next_steps": "pretrain",
+    "run": "pretrain",
+    "shutdown": "pretrain",
 }
 
 

@@ -8,7 +8,7 @@ fixed before it. Replacing the LR decay by averaging is the point of arXiv 2511.
 gain under a constant LR plus averaging) and of Sanyal et al. 2023 (LAWA, arXiv 2306.03241, which averages the
 last checkpoints of a run).
 
-Only complete checkpoints count (the `COMPLETE` marker of `training.checkpoints`): one a crash cut short is
+Only complete checkpoints count (the `COMPLETE` marker of `wonton_hf.checkpointing`): one a crash cut short is
 never averaged. The weights are streamed tensor by tensor from each checkpoint's safetensors files
 (`model.safetensors` or the shards of `model.safetensors.index.json`) into a safetensors file written as it
 goes: the peak is one fp32 tensor plus the one being read, far under the "one model plus one accumulator"
@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from .checkpoints import checkpoint_step, is_complete, list_checkpoints
+from ..checkpointing.protocol import checkpoint_step, is_complete, list_checkpoints
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"

@@ -9,6 +9,8 @@ weights when they change — on one line, above the tqdm bar. The log dict itsel
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -99,4 +101,21 @@ def use_console(trainer: Any) -> ConsoleCallback:
     return console
 
 
-__all__ = ["ConsoleCallback", "use_console"]
+@contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """transformers' own progress bars (saving and loading weights) off; the Trainer's training bar stays.
+
+    A checkpoint save would otherwise draw a "Writing model shards" bar through the console's lines.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+__all__ = ["ConsoleCallback", "quiet_progress_bars", "use_console"]

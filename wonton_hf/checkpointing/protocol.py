@@ -1,13 +1,11 @@
-"""The checkpoint protocol: which `checkpoint-N` a run may resume or roll back to — only one every rank finished.
+"""Reading and writing the checkpoint protocol in a run directory, with the standard library only.
 
-The Trainer writes `checkpoint-N/` piece by piece (weights, optimizer shards per rank, scheduler, RNG per
-rank, trainer state, the data scheduler's per-rank state from its callback) and nothing marks the end: a
-crash half-way leaves a directory that `transformers.trainer_utils.get_last_checkpoint` would pick anyway.
-`CheckpointCompletionCallback` runs after every other `on_save` (add it last), waits for all ranks, and
-only then lets rank 0 write `checkpoint-N/COMPLETE` (written to a temporary name, fsynced, renamed:
-atomic on POSIX). A checkpoint without the marker is never a resume point (`newest_complete_checkpoint`)
-nor a rollback point (`SpikeGuard`, which uses the same function with `at_or_before`), whether or not
-other checkpoints of the run carry one. `resume_plan` says in one line where a run starts and why.
+A crash half-way through a save leaves a `checkpoint-N/` that `transformers.trainer_utils.get_last_checkpoint`
+would pick anyway. A checkpoint counts only once it holds the `COMPLETE` marker (written to a temporary name,
+fsynced, renamed: atomic on POSIX) by `completion.CheckpointCompletionCallback`. A checkpoint without the
+marker is never a resume point (`newest_complete_checkpoint`) nor a rollback point (`SpikeGuard`, which uses
+the same function with `at_or_before`), whether or not other checkpoints of the run carry one. `resume_plan`
+says in one line where a run starts and why.
 """
 
 from __future__ import annotations
@@ -19,13 +17,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-from ..distributed import barrier
-
 COMPLETE_MARKER = "COMPLETE"
-CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+CHECKPOINT_PREFIX = "checkpoint"
+"""transformers' `trainer_utils.PREFIX_CHECKPOINT_DIR`, spelled out: importing it imports torch (a test keeps
+them equal)."""
+CHECKPOINT_PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
 """`checkpoint-N`; renamed ones (`checkpoint-N-rolled-back`) do not match."""
 
 
@@ -102,34 +98,12 @@ def resume_plan(run_dir: str | Path, resume: str) -> ResumePlan:
     return ResumePlan(chosen, f"Resuming from {chosen} (step {chosen_step}, the newest complete checkpoint){why}.")
 
 
-class CheckpointCompletionCallback(TrainerCallback):
-    """Marks each checkpoint complete once all ranks (and all earlier `on_save` callbacks) are done with it."""
-
-    def on_save(self, args, state, control, **kwargs):
-        barrier()  # every rank has written its optimizer shard, RNG state and data state
-        if state.is_world_process_zero:
-            checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            if checkpoint.is_dir():
-                mark_complete(checkpoint, state.global_step)
-        barrier()  # nobody proceeds (or gets killed) believing a checkpoint is final before it is
-        return control
-
-
-def ensure_completion_marking(trainer) -> None:
-    """Append a `CheckpointCompletionCallback` (last, after every other `on_save`) unless one is there."""
-    callbacks = trainer.callback_handler.callbacks
-    for callback in [cb for cb in callbacks if isinstance(cb, CheckpointCompletionCallback)]:
-        callbacks.remove(callback)
-    callbacks.append(CheckpointCompletionCallback())
-
-
 __all__ = [
     "CHECKPOINT_PATTERN",
+    "CHECKPOINT_PREFIX",
     "COMPLETE_MARKER",
-    "CheckpointCompletionCallback",
     "ResumePlan",
     "checkpoint_step",
-    "ensure_completion_marking",
     "is_complete",
     "list_checkpoints",
     "mark_complete",

@@ -1,0 +1,41 @@
+"""`CheckpointCompletionCallback`: the `COMPLETE` marker written once every rank has finished a checkpoint.
+
+The Trainer writes `checkpoint-N/` piece by piece (weights, optimizer shards per rank, scheduler, RNG per
+rank, trainer state, the data scheduler's per-rank state from its callback) and nothing marks the end.
+This callback runs after every other `on_save` (it must be last), waits for all ranks, and only then lets
+rank 0 write the marker (`protocol.mark_complete`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from ..distributed import barrier
+from .protocol import CHECKPOINT_PREFIX, mark_complete
+
+
+class CheckpointCompletionCallback(TrainerCallback):
+    """Marks each checkpoint complete once all ranks (and all earlier `on_save` callbacks) are done with it."""
+
+    def on_save(self, args, state, control, **kwargs):
+        barrier()  # every rank has written its optimizer shard, RNG state and data state
+        if state.is_world_process_zero:
+            checkpoint = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}-{state.global_step}"
+            if checkpoint.is_dir():
+                mark_complete(checkpoint, state.global_step)
+        barrier()  # nobody proceeds (or gets killed) believing a checkpoint is final before it is
+        return control
+
+
+def ensure_completion_marking(trainer: Any) -> None:
+    """Append a `CheckpointCompletionCallback` (last, after every other `on_save`) unless one is there."""
+    callbacks = trainer.callback_handler.callbacks
+    for callback in [cb for cb in callbacks if isinstance(cb, CheckpointCompletionCallback)]:
+        callbacks.remove(callback)
+    callbacks.append(CheckpointCompletionCallback())
+
+
+__all__ = ["CheckpointCompletionCallback", "ensure_completion_marking"]

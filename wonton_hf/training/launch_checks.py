@@ -1,0 +1,70 @@
+"""Launches that cannot train what the user asked for, refused before anything is built (pretraining and SFT).
+
+The traps, measured with accelerate 1.15 and DeepSpeed 0.19 on CPU machines: a DeepSpeed config in a process
+no launcher started fails deep inside DeepSpeed (`No module named 'mpi4py'`); `accelerate launch --cpu
+--num_processes 2` starts one process; `use_cpu: false` with several processes and no CUDA device makes each
+process train its own copy. Each is cheap to see from the environment and expensive to find in a result.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..distributed import world_size
+
+
+class LaunchError(ValueError):
+    """The process was started in a way that cannot train correctly; the message says how to launch."""
+
+
+def _parent_command_line() -> list[str]:
+    try:
+        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _requested_processes(argv: list[str]) -> int | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--num_processes="):
+            return int(arg.split("=", 1)[1])
+        if arg == "--num_processes" and i + 1 < len(argv):
+            return int(argv[i + 1])
+    return None
+
+
+def check_launch(config: Any, script: str = "examples/pretrain.py") -> None:
+    """Refuse starts that would not train what the user asked for (see the module docstring).
+
+    `config` is any run config with `train.deepspeed` and `train.use_cpu` (pretraining and SFT share this);
+    `script` is the entry point named in the launch commands the messages suggest.
+    """
+    launched = "WORLD_SIZE" in os.environ
+    if config.train.deepspeed and not launched:
+        raise LaunchError(
+            "`train.deepspeed` is set but this process was not started by a distributed launcher (plain `python` "
+            "fails inside DeepSpeed with `No module named 'mpi4py'`). Launch with:\n"
+            f"  accelerate launch --config_file examples/configs/accelerate/deepspeed_zero2.yaml {script} ...\n"
+            "or, without a GPU: --config_file examples/configs/accelerate/deepspeed_zero2_cpu.yaml"
+        )
+    parent = _parent_command_line()
+    requested = _requested_processes(parent) if any("accelerate" in part for part in parent[:3]) else None
+    if not launched and requested and requested > 1:
+        raise LaunchError(
+            f"`accelerate launch` was asked for {requested} processes but started one (it does so with `--cpu`). "
+            f"Two CPU processes: `accelerate launch --config_file examples/configs/accelerate/multi_cpu.yaml {script}` "
+            f"or `torchrun --nproc_per_node 2 {script}`."
+        )
+    if launched and world_size() > 1 and config.train.use_cpu is False and not torch.cuda.is_available():
+        raise LaunchError(
+            "`train.use_cpu: false` with several processes and no CUDA device: each process would train its own "
+            "copy. Remove the setting (CPU is chosen automatically) or run on GPUs."
+        )
+
+
+__all__ = ["LaunchError", "check_launch"]
