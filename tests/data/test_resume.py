@@ -171,7 +171,10 @@ def test_old_states_are_migrated_only_where_the_split_did_not_change(corpus, tok
     list(islice(batches(single, 0, batch_size=1), 5))
     expected = [b["input_ids"] for b in islice(batches(_resumed(single.state_dict(), corpus, tokenizer), 0, 1), 5)]
     got = _resumed(dict(roundtrip(single.state_dict()), version=version), corpus, tokenizer)
-    assert all(torch.equal(a, b["input_ids"]) for a, b in zip(expected, batches(got, 0, 1), strict=False))
+    resumed = [b["input_ids"] for b in islice(batches(got, 0, 1), 5)]
+    assert len(expected) == len(resumed) == 5
+    for a, b in zip(expected, resumed, strict=True):
+        assert torch.equal(a, b)
 
 
 def _resumed(state, corpus, tokenizer):
@@ -240,6 +243,21 @@ def test_incompatible_checkpoints_are_refused(corpus, tokenizer):
     fewer = {**corpus, "en": corpus["en"][:1]}
     with pytest.raises(ValueError, match="files of source `en` changed"):
         make(fewer, tokenizer, seed=1).load_state_dict(state)
+
+
+def test_a_replaced_file_is_refused_although_the_count_is_the_same(corpus, tokenizer, tmp_path):
+    """Saved with en = [a, b], resumed with en = [a, c]: same number of files, other data behind the positions."""
+    scheduler = make(corpus, tokenizer, seed=1)
+    list(islice(batches(scheduler, 0), 3))
+    state = roundtrip(scheduler.state_dict())
+    replacement = tmp_path / "en_other.jsonl.gz"
+    replacement.write_bytes(corpus["en"][1].read_bytes())
+    replaced = {**corpus, "en": [corpus["en"][0], replacement]}
+    assert len(replaced["en"]) == len(corpus["en"])
+    with pytest.raises(ValueError, match="files of source `en` changed"):
+        make(replaced, tokenizer, seed=1).load_state_dict(state)
+    reordered = {**corpus, "en": corpus["en"][::-1]}  # a source sorts its files: the same list, accepted
+    make(reordered, tokenizer, seed=1).load_state_dict(state)
 
 
 def test_elastic_resume_without_all_rank_states_is_refused(corpus, tokenizer):
