@@ -105,6 +105,16 @@ def test_a_plateau_of_equal_losses_never_skips_nor_rolls_back(tmp_path):
     assert state["last_good_step"] == 40
 
 
+def test_the_window_holds_the_last_good_losses():
+    """After a fall from 10 to ~2, the reference is the recent ~2 (a 5.0 is a spike), not the first 10s."""
+    guard = SpikeGuard(window=5, min_window=5, rollback=False)
+    driver = Driver(guard)
+    recent = [2.0, 2.125, 2.0, 2.125, 2.0]  # exact in float32, as the captured losses are
+    assert driver.run([10.0] * 5 + recent) == [False] * 10
+    assert guard_losses(guard) == recent
+    assert driver.step(5.0) is True
+
+
 def test_non_finite_losses_are_skipped_before_the_window_fills():
     driver = Driver(SpikeGuard(min_window=5, rollback=False))
     assert driver.run([2.0, float("nan"), 2.0, float("inf"), 2.0]) == [False, True, False, True, False]

@@ -225,6 +225,22 @@ def test_feedback_smoothing_weights_the_previous_reward(smoothing):
     assert multipliers["b"] * base["b"] == pytest.approx(1 - policy_a)
 
 
+@pytest.mark.parametrize(("min_weight", "max_weight", "expected"), [(0.2, 1.0, 0.2), (0.0, 0.7, 0.3), (0.25, 0.7, 0.3)])
+def test_feedback_weights_are_clamped_into_their_bounds(min_weight, max_weight, expected):
+    """After 100 updates the exploration floor is ~0.06: the low-loss source's weight would fall to it
+    unclamped; the bounds hold it at `min_weight` (or at 1 - `max_weight` of the other), summing to 1."""
+    feedback = Exp3Feedback(smoothing=0.0, learning_rate=5.0, min_weight=min_weight, max_weight=max_weight)
+    base = {"hard": 0.5, "easy": 0.5}
+    for _ in range(100):
+        multipliers = feedback.update({"hard": 5.0, "easy": 1.0}, base)
+    weights = {n: base[n] * multipliers[n] for n in base}
+    assert weights == pytest.approx({"hard": 1 - expected, "easy": expected})
+    unclamped = Exp3Feedback(smoothing=0.0, learning_rate=5.0)
+    for _ in range(100):
+        free = unclamped.update({"hard": 5.0, "easy": 1.0}, base)
+    assert base["easy"] * free["easy"] < 0.07  # the bounds above are what moved it
+
+
 def test_feedback_default_smoothing_is_0_9():
     assert Exp3Feedback().smoothing == 0.9
 
