@@ -17,11 +17,9 @@ def _transformers_suite_markers() -> set[str]:
     import re
     from pathlib import Path
 
-    suite = Path(
-        os.environ.get(
-            "WONTON_TRANSFORMERS_TESTS", Path(__file__).resolve().parents[2] / "shared" / "transformers-tests"
-        )
-    )
+    from .paths import SHARED
+
+    suite = SHARED / "transformers-tests"
     files = list((suite / "tests").rglob("*.py")) if suite.is_dir() else []
     spec = importlib.util.find_spec("transformers.testing_utils")
     if spec is not None and spec.origin:

@@ -126,6 +126,10 @@ def test_sampled_rows_are_a_lower_bound_and_exact_on_their_rows():
 
 def test_flex_attention_gives_the_sdpa_numbers():
     """Flex attention has no CPU backward: compare the forward-only statistics (probe hooks) to sdpa."""
+    from transformers.utils import is_torch_flex_attn_available
+
+    if not is_torch_flex_attn_available():  # the only reason to skip: any error of the forward is a failure
+        pytest.skip("this torch build has no flex attention")
     batch = packed_batch(2)
     results = {}
     for attn in ("sdpa", "flex_attention"):
@@ -133,11 +137,8 @@ def test_flex_attention_gives_the_sdpa_numbers():
         monitor = StabilityMonitor(every_n_steps=1, query_samples=0)
         args, state, control = events()
         monitor.on_step_begin(args, state, control, model=model)
-        try:
-            with torch.no_grad():
-                model(**batch)
-        except Exception as error:  # pragma: no cover - depends on the torch build
-            pytest.skip(f"flex attention unavailable here: {error}")
+        with torch.no_grad():
+            model(**batch)
         monitor._grad_rms = lambda model: {}
         monitor.on_pre_optimizer_step(args, state, control, model=model)
         results[attn] = monitor._pending

@@ -62,7 +62,9 @@ def test_real_run_with_every_monitor_reports_to_tensorboard(tmp_path):
         expected_tflops = entry["throughput/device/tokens_per_s"] * flops_per_token(model, SEQ) / 1e12
         assert entry["throughput/device/model_tflops"] == pytest.approx(expected_tflops)
         assert entry["throughput/device/mfu"] == pytest.approx(expected_tflops / 1.0)
-    for entry in (e for e in history if "stability/z_loss" in e):
+    z_losses = [e for e in history if "stability/z_loss" in e]
+    assert [e["step"] for e in z_losses] == measured  # with the other stability metrics, on measured steps
+    for entry in z_losses:
         assert entry["stability/z_loss"] > 0 and entry["stability/max_z_loss"] > 0
 
     event_file = next(tmp_path.glob("runs/*/events.out.tfevents.*"))  # TensorBoardCallback's default directory

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from collections import Counter
 
 import pytest
@@ -225,6 +226,45 @@ def test_feedback_raises_the_weight_of_the_higher_loss_source():
     restored = Exp3Feedback(smoothing=0.5, learning_rate=1.0, min_weight=0.05, max_weight=0.9)
     restored.load_state_dict(json.loads(json.dumps(feedback.state_dict())))
     assert restored.update({"hard": 4.0, "easy": 1.0}, base) == feedback.update({"hard": 4.0, "easy": 1.0}, base)
+
+
+@pytest.mark.parametrize("smoothing", [0.9, 0.7, 0.0])
+def test_feedback_smoothing_weights_the_previous_reward(smoothing):
+    """reward <- smoothing * previous + (1 - smoothing) * loss; the first loss seeds the reward. At the default
+    0.9 a jump from 2 to 12 moves the reward to 3.0 (not 11.0, as with the two weights swapped)."""
+    feedback = Exp3Feedback(smoothing=smoothing, learning_rate=1.0)
+    base = {"a": 0.5, "b": 0.5}
+    feedback.update({"a": 2.0, "b": 2.0}, base)
+    assert feedback.state_dict()["rewards"] == {"a": 2.0, "b": 2.0}
+    multipliers = feedback.update({"a": 12.0, "b": 2.0}, base)
+    reward_a = smoothing * 2.0 + (1 - smoothing) * 12.0
+    assert feedback.state_dict()["rewards"] == pytest.approx({"a": reward_a, "b": 2.0})
+    # The policy: EXP3 scores exp(rate * (r - max r)) mixed with the exploration floor eps = min(1/K, sqrt(ln K/(K t))).
+    eps = min(0.5, math.sqrt(math.log(2) / (2 * 2)))
+    score_b = math.exp(2.0 - reward_a)
+    policy_a = (1 - 2 * eps) / (1 + score_b) + eps
+    assert multipliers["a"] * base["a"] == pytest.approx(policy_a)
+    assert multipliers["b"] * base["b"] == pytest.approx(1 - policy_a)
+
+
+@pytest.mark.parametrize(("min_weight", "max_weight", "expected"), [(0.2, 1.0, 0.2), (0.0, 0.7, 0.3), (0.25, 0.7, 0.3)])
+def test_feedback_weights_are_clamped_into_their_bounds(min_weight, max_weight, expected):
+    """After 100 updates the exploration floor is ~0.06: the low-loss source's weight would fall to it
+    unclamped; the bounds hold it at `min_weight` (or at 1 - `max_weight` of the other), summing to 1."""
+    feedback = Exp3Feedback(smoothing=0.0, learning_rate=5.0, min_weight=min_weight, max_weight=max_weight)
+    base = {"hard": 0.5, "easy": 0.5}
+    for _ in range(100):
+        multipliers = feedback.update({"hard": 5.0, "easy": 1.0}, base)
+    weights = {n: base[n] * multipliers[n] for n in base}
+    assert weights == pytest.approx({"hard": 1 - expected, "easy": expected})
+    unclamped = Exp3Feedback(smoothing=0.0, learning_rate=5.0)
+    for _ in range(100):
+        free = unclamped.update({"hard": 5.0, "easy": 1.0}, base)
+    assert base["easy"] * free["easy"] < 0.07  # the bounds above are what moved it
+
+
+def test_feedback_default_smoothing_is_0_9():
+    assert Exp3Feedback().smoothing == 0.9
 
 
 def test_state_is_json_and_matches_documented_schema(corpus, tokenizer):

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from wonton_hf.data import DataSource, OnlineDataScheduler
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+from ..paths import SHARED, needs_shared
+
+CORPUS = SHARED / "corpus"
 LANGUAGES = ("en", "de", "fr", "es", "it", "zh", "ja", "ko")
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (CORPUS / "lo_en.jsonl.gz").is_file(), reason="../shared/corpus not available"),
+    needs_shared("corpus", "lo_en.jsonl.gz"),
 ]
 
 

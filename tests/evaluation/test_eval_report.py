@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +17,9 @@ from wonton_hf.evaluation.report import (
     write_report,
 )
 
-PAPER_NOTES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "PAPER_NOTES.md"
+from ..paths import SHARED, needs_shared
+
+PAPER_NOTES = SHARED / "reference" / "PAPER_NOTES.md"
 
 BELEBELE = {
     "eng_Latn": 0.30,
@@ -111,7 +112,7 @@ def test_paper_rows_are_printed_beside_ours():
             assert row["avg"] == pytest.approx(sum(values) / len(values), abs=2e-4), (model, table.key)
 
 
-@pytest.mark.skipif(not PAPER_NOTES.is_file(), reason="../shared/reference/PAPER_NOTES.md not available")
+@needs_shared("reference", "PAPER_NOTES.md")
 def test_paper_numbers_match_the_reference_notes():
     text = PAPER_NOTES.read_text(encoding="utf-8")
     for marker, table in (

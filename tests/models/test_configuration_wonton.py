@@ -49,10 +49,51 @@ def test_preset_sizes(name, low, high):
     assert low <= sum(p.numel() for p in model.parameters()) <= high
 
 
-def test_every_preset_builds_and_public_1_5b_uses_learned_positions():
-    for name in WONTON_PRESETS:
-        WontonConfig.from_preset(name)
-    assert WontonConfig.from_preset("wonton-1.5b-public").position_embedding_type == "learned"
+PRESETS = {
+    # name: (d / heads / layers / d_ff / ctx / vocab, position embedding, QK-LayerNorm, parameters) as in
+    # docs/model.md ("Presets"); the counts are exact (2.9M, 135M, 1.11B, the public 1.5B, Table 1's 7B).
+    "wonton-tiny": ((128, 4, 4, 512, 512, 8_192), "rope", True, 2_899_200),
+    "wonton-125m": ((768, 12, 12, 3072, 2048, 32_768), "rope", True, 135_423_488),
+    "wonton-1b": ((1536, 12, 24, 6144, 2048, 139_776), "rope", True, 1_109_503_488),
+    "wonton-1.5b-public": ((1600, 25, 48, 6400, 1024, 50_304), "learned", False, 1_638_223_104),
+    "wonton-7b": ((4096, 32, 32, 16384, 2048, 139_776), "rope", True, 7_589_364_224),
+}
+
+
+def expected_parameters(d: int, heads: int, layers: int, d_ff: int, ctx: int, vocab: int, learned: bool, qk_ln: bool):
+    """The architecture's count by hand: pre-LN blocks with biases everywhere, untied head with bias."""
+    block = (
+        2 * 2 * d  # two LayerNorms
+        + 4 * (d * d + d)  # q, k, v, o with biases
+        + (d * d_ff + d_ff)
+        + (d_ff * d + d)  # MLP with biases
+        + (2 * 2 * (d // heads) if qk_ln else 0)  # QK-LayerNorm over head_dim
+    )
+    return vocab * d + layers * block + 2 * d + (vocab * d + vocab) + (ctx * d if learned else 0)
+
+
+def test_every_preset_is_listed_here():
+    assert set(WONTON_PRESETS) == set(PRESETS)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_each_preset_has_its_documented_shape_and_parameter_count(name):
+    shape, positions, qk_ln, count = PRESETS[name]
+    config = WontonConfig.from_preset(name)
+    got = (
+        config.hidden_size,
+        config.num_attention_heads,
+        config.num_hidden_layers,
+        config.intermediate_size,
+        config.max_position_embeddings,
+        config.vocab_size,
+    )
+    assert got == shape
+    assert (config.position_embedding_type, config.qk_layernorm) == (positions, qk_ln)
+    with torch.device("meta"):  # shapes only: no memory for the weights
+        model = WontonForCausalLM(config)
+    total = sum(p.numel() for p in model.parameters())
+    assert total == count == expected_parameters(*shape, learned=positions == "learned", qk_ln=qk_ln)
 
 
 @pytest.mark.parametrize(

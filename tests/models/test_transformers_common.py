@@ -3,7 +3,7 @@
 The suite lives in `../shared/transformers-tests` (transformers' test files, see its README for the exact
 versions); it is never copied into this project. Its files form a package named `tests` with relative
 imports, which would clash with our own `tests` package, so it is imported here under another name
-(`hf_common_tests`). Without `../shared` (or `$WONTON_TRANSFORMERS_TESTS`) this module skips.
+(`hf_common_tests`). Without `../shared` (`$WONTON_SHARED`, see tests/paths.py) this module skips.
 
 What an in-tree model gets for free and we add here, for the tests to judge Wonton like one:
 - the model type in `MODEL_MAPPING_NAMES` / `MODEL_FOR_CAUSAL_LM_MAPPING_NAMES` (the common tests pick a
@@ -19,18 +19,17 @@ defect (GPT-NeoX, run through the same files, is the control: see the README's "
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import unittest
 from pathlib import Path
 
 import pytest
 
-SUITE = Path(
-    os.environ.get("WONTON_TRANSFORMERS_TESTS", Path(__file__).resolve().parents[3] / "shared" / "transformers-tests")
-)
+from ..paths import SHARED  # noqa: E402
+
+SUITE = SHARED / "transformers-tests"
 if not (SUITE / "tests" / "test_modeling_common.py").is_file():
-    pytest.skip(f"transformers' common model tests not found at {SUITE}", allow_module_level=True)
+    pytest.skip(f"transformers' common model tests not found at {SUITE} (set $WONTON_SHARED)", allow_module_level=True)
 pytest.importorskip("parameterized", reason="the common tests need `parameterized` (in the dev extra)")
 
 import transformers  # noqa: E402

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+from ..paths import SHARED, needs_shared
+
 SHARED_CORPUS = SHARED / "corpus"
 ORIGINAL_SPM = SHARED / "reference" / "nyonic-tokenizer-v1" / "tokenizer.model"
 LANGUAGES = ("en", "de", "fr", "es", "it", "zh", "ja", "ko")
@@ -67,7 +68,7 @@ def shared_documents(per_language: int | None = None) -> dict[str, list[str]]:
     return documents
 
 
-needs_shared_corpus = pytest.mark.skipif(not SHARED_CORPUS.is_dir(), reason="../shared/corpus not available")
+needs_shared_corpus = needs_shared("corpus")
 needs_original_spm = pytest.mark.skipif(
     not ORIGINAL_SPM.is_file(), reason="../shared/reference/nyonic-tokenizer-v1 not available"
 )

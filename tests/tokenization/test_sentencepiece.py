@@ -12,7 +12,15 @@ from transformers import AutoTokenizer
 
 from wonton_hf.tokenization.sentencepiece import convert_sentencepiece
 
-from .fixtures import LANGUAGES, ORIGINAL_SPM, needs_original_spm, sample_texts, shared_documents, train_small_spm
+from .fixtures import (
+    LANGUAGES,
+    ORIGINAL_SPM,
+    SHARED_CORPUS,
+    needs_original_spm,
+    sample_texts,
+    shared_documents,
+    train_small_spm,
+)
 
 USER_DEFINED = ["\n", "\t", "\r"] + ["▁" * n for n in range(2, 24)] + list("0123456789")
 
@@ -139,7 +147,7 @@ def test_original_tokenizer_parity_on_sample_and_adversarial(original) -> None:
     sp, tokenizer = original
     assert len(tokenizer) == sp.vocab_size() == 139_776
     texts = adversarial_strings(seed=1)
-    if (ORIGINAL_SPM.parents[2] / "corpus").is_dir():
+    if SHARED_CORPUS.is_dir():
         corpus = [t for docs in shared_documents(per_language=25).values() for t in docs]
         assert mismatches(sp, tokenizer, corpus, split_special_tokens=False) == []
         texts += corpus

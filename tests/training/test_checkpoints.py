@@ -100,3 +100,55 @@ def test_the_protocol_names_checkpoints_as_the_trainer_does_and_imports_no_torch
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- order across digit counts: checkpoint-100 sorts before checkpoint-8 by name, never by step ----
+
+STEPS = (8, 9, 10, 100)
+
+
+def _weighted_checkpoints(root, complete=STEPS, incomplete=(1000,)):
+    """Checkpoints whose single weight is their step (the averaging tests read it back)."""
+    import torch
+    from safetensors.torch import save_file
+
+    _checkpoints(root, complete, incomplete)
+    for step in (*complete, *incomplete):
+        save_file({"weight": torch.full((2,), float(step))}, str(root / f"checkpoint-{step}" / "model.safetensors"))
+
+
+def test_resume_picks_the_highest_step_across_digit_counts(tmp_path):
+    _weighted_checkpoints(tmp_path)
+    plan = resume_plan(tmp_path, "auto")
+    assert plan.checkpoint == tmp_path / "checkpoint-100"
+    assert plan.notice == (
+        f"Resuming from {tmp_path / 'checkpoint-100'} (step 100, the newest complete checkpoint); skipped "
+        "checkpoint-1000: incomplete (no COMPLETE marker: the run stopped while writing it)."
+    )
+
+
+def test_nine_and_ten_both_complete_resume_from_ten(tmp_path):
+    _checkpoints(tmp_path, complete=(9, 10))
+    plan = resume_plan(tmp_path, "auto")
+    assert plan.checkpoint == tmp_path / "checkpoint-10"
+    assert "skipped" not in plan.notice and "incomplete" not in plan.notice
+
+
+@pytest.mark.parametrize(("at_or_before", "expected"), [(None, 100), (999, 100), (99, 10), (10, 10), (9, 9), (8, 8)])
+def test_rollback_points_across_digit_counts(tmp_path, at_or_before, expected):
+    _weighted_checkpoints(tmp_path)
+    assert newest_complete_checkpoint(tmp_path, at_or_before=at_or_before) == tmp_path / f"checkpoint-{expected}"
+
+
+@pytest.mark.parametrize(("last", "steps"), [(1, [100]), (2, [10, 100]), (4, [8, 9, 10, 100])])
+def test_averaging_takes_the_newest_complete_checkpoints_by_step(tmp_path, last, steps):
+    import torch
+    from safetensors.torch import load_file
+
+    from wonton_hf.training import average_checkpoints
+
+    _weighted_checkpoints(tmp_path / "run")
+    report = average_checkpoints(tmp_path / "run", last, tmp_path / "averaged")
+    assert report.steps == steps
+    averaged = load_file(str(tmp_path / "averaged" / "model.safetensors"))["weight"]
+    torch.testing.assert_close(averaged, torch.full((2,), sum(steps) / len(steps)))

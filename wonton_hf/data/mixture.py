@@ -335,7 +335,15 @@ class Exp3Feedback:
             total = sum(w.values())
             if total <= 0 or abs(total - 1) < 1e-9:
                 break
-            w = {n: v / total for n, v in w.items()}
+            # Rescale only the weights inside the bounds: rescaling the clamped ones too pushed them out again,
+            # and the rounds converged too slowly to end within the bounds (0.701 for a `max_weight` of 0.7).
+            free = [n for n in active if self.min_weight < w[n] < self.max_weight]
+            free_total = sum(w[n] for n in free)
+            if free_total > 0 and total - free_total < 1:
+                scale = (1 - (total - free_total)) / free_total
+                w = {n: (v * scale if n in free else v) for n, v in w.items()}
+            else:
+                w = {n: v / total for n, v in w.items()}
         return w
 
     def state_dict(self) -> dict[str, Any]:
