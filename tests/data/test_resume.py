@@ -221,6 +221,21 @@ def test_incompatible_checkpoints_are_refused(corpus, tokenizer):
         make(fewer, tokenizer, seed=1).load_state_dict(state)
 
 
+def test_a_replaced_file_is_refused_although_the_count_is_the_same(corpus, tokenizer, tmp_path):
+    """Saved with en = [a, b], resumed with en = [a, c]: same number of files, other data behind the positions."""
+    scheduler = make(corpus, tokenizer, seed=1)
+    list(islice(batches(scheduler, 0), 3))
+    state = roundtrip(scheduler.state_dict())
+    replacement = tmp_path / "en_other.jsonl.gz"
+    replacement.write_bytes(corpus["en"][1].read_bytes())
+    replaced = {**corpus, "en": [corpus["en"][0], replacement]}
+    assert len(replaced["en"]) == len(corpus["en"])
+    with pytest.raises(ValueError, match="files of source `en` changed"):
+        make(replaced, tokenizer, seed=1).load_state_dict(state)
+    reordered = {**corpus, "en": corpus["en"][::-1]}  # a source sorts its files: the same list, accepted
+    make(reordered, tokenizer, seed=1).load_state_dict(state)
+
+
 def test_elastic_resume_without_all_rank_states_is_refused(corpus, tokenizer):
     _, states = run_ranks(corpus, tokenizer, 2, 5)
     with pytest.raises(ValueError, match="states of all 2 ranks"):
