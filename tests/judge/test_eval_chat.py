@@ -248,3 +248,43 @@ def test_resume_after_a_killed_run_rejudges_nothing(tiny_models, tmp_path):
         if process.poll() is None:
             process.kill()
         server.stop()
+
+
+def test_lm_eval_suites_side_by_side(tiny_models, judge_server, tmp_path, monkeypatch):
+    """Chat models through lm-eval with their chat template (base models without), one report with both."""
+    pytest.importorskip("lm_eval", reason="the lm-eval side needs the `eval` extra")
+    from lm_eval.models.huggingface import HFLM
+
+    from wonton_hf.evaluation.judge.run import LmEvalOptions
+    from wonton_hf.evaluation.run import check_chat_template
+
+    from ..evaluation.fixtures import write_offline_data
+
+    rendered: list[str] = []
+    original = HFLM.apply_chat_template
+
+    def spy(self, chat_history, *args, **kwargs):
+        rendered.append(original(self, chat_history, *args, **kwargs))
+        return rendered[-1]
+
+    monkeypatch.setattr(HFLM, "apply_chat_template", spy)
+    data = write_offline_data(tmp_path / "data")
+    with pytest.raises(ValueError, match="has no chat template"):
+        check_chat_template(str(tiny_models["base"]))
+    result = evaluate_chat(
+        _models(tiny_models),
+        _judge(judge_server),
+        output_dir=tmp_path / "out",
+        questions="sample",
+        limit=1,
+        generation=FAST,
+        lm_eval=LmEvalOptions("english", str(data), limit=2, batch_size=2),
+    )
+    assert set(result.benchmarks) == {"base", "chat"}
+    assert result.benchmarks["chat"]["config"]["apply_chat_template"] is True
+    assert result.benchmarks["base"]["config"]["apply_chat_template"] is False
+    # Only the chat model's prompts went through the template: the Wonton [INST] format.
+    assert rendered and all(text.startswith("<s> [INST] ") and text.endswith(" [/INST]") for text in rendered)
+    report = result.report_path.read_text(encoding="utf-8")
+    assert "## Benchmarks (lm-eval), base and chat side by side" in report
+    assert "| base | base |" in report and "| chat | chat |" in report

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..suites import SUITES
+
 
 def _positive(text: str) -> int:
     value = int(text)
@@ -66,13 +68,22 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run modelling code shipped with a checkpoint (its `auto_map`); only for sources you trust",
     )
+    bench = parser.add_argument_group("lm-eval benchmarks (optional): the same models, side by side")
+    bench.add_argument(
+        "--lm-eval-suite",
+        choices=list(SUITES),
+        default=None,
+        help="also score every model on this suite of `wonton-hf eval` (chat models with --apply-chat-template)",
+    )
+    bench.add_argument("--lm-eval-data-dir", default=None, help="local dataset copies, as `wonton-hf eval --data-dir`")
+    bench.add_argument("--lm-eval-limit", type=_positive, default=None, help="at most N examples per task")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from .backends import OpenAICompatibleJudge, TransformersJudge
     from .generate import GenerationSettings, ModelSpec
-    from .run import evaluate_chat
+    from .run import LmEvalOptions, evaluate_chat
 
     if args.temperature < 0:
         raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
@@ -100,6 +111,9 @@ def _run(args: argparse.Namespace) -> int:
         ),
         device=args.device,
         trust_remote_code=args.trust_remote_code,
+        lm_eval=LmEvalOptions(args.lm_eval_suite, args.lm_eval_data_dir, args.lm_eval_limit)
+        if args.lm_eval_suite
+        else None,
     )
     t = result.timings
     print(result.report_path.read_text(encoding="utf-8"))

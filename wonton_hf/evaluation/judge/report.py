@@ -224,6 +224,30 @@ def render_report(summary: dict[str, Any], meta: dict[str, Any], figure: str | N
     return "\n".join(lines) + "\n"
 
 
+def render_benchmarks(results: dict[str, dict[str, Any]], modes: dict[str, str]) -> str:
+    """The lm-eval suites with one row per model (base plain, chat with its chat template), the paper's columns."""
+    from ..report import TABLES, our_row
+
+    lines = [
+        "",
+        "## Benchmarks (lm-eval), base and chat side by side",
+        "",
+        "Zero-shot lm-eval tasks of `wonton-hf eval`; chat models with `--apply-chat-template` (their prompts "
+        "wrapped in the chat template), base models without, as in the paper's tables.",
+    ]
+    for table in TABLES:
+        if not any(task in r.get("results", {}) for r in results.values() for task in table.tasks):
+            continue
+        rows = {label: our_row(table, r) for label, r in results.items()}
+        headers = list(next(iter(rows.values())))
+        lines += ["", f"### {table.title}", "", "| model | mode | " + " | ".join(headers) + " |"]
+        lines.append("|" + "---|" * (len(headers) + 2))
+        for label, row in rows.items():
+            values = [MISSING if v is None else f"{v:.4f}" for v in row.values()]
+            lines.append(f"| {label} | {modes[label]} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- figure
 
 
@@ -276,4 +300,13 @@ def plot_scores(summary: dict[str, Any], path: str | Path) -> Path | None:
     return path
 
 
-__all__ = ["PAPER_CHAT_MINUS_BASE", "Estimate", "difference", "estimate", "plot_scores", "render_report", "summarise"]
+__all__ = [
+    "PAPER_CHAT_MINUS_BASE",
+    "Estimate",
+    "difference",
+    "estimate",
+    "plot_scores",
+    "render_benchmarks",
+    "render_report",
+    "summarise",
+]

@@ -26,9 +26,20 @@ from .backends import Judge, JudgeError, JudgmentCache, cache_key
 from .generate import AnswerStore, GenerationSettings, ModelSpec, check_models, generate_answers
 from .prompts import build_judge_prompt, parse_rating
 from .questions import MT_BENCH, Question, load_questions
-from .report import plot_scores, render_report, summarise
+from .report import plot_scores, render_benchmarks, render_report, summarise
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LmEvalOptions:
+    """Also score every model on one of the package's lm-eval suites (chat models with their chat template)."""
+
+    suite: str = "english"
+    data_dir: str | None = None
+    """local dataset copies, as for `wonton-hf eval --data-dir`"""
+    limit: int | None = None
+    batch_size: int | str = "auto"
 
 
 @dataclass
@@ -40,6 +51,8 @@ class ChatEvaluation:
     figure_path: Path | None
     timings: dict[str, float] = field(default_factory=dict)
     """seconds spent generating and judging, and the counts behind answers/s and judgments/s"""
+    benchmarks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """model label -> lm-eval results, when `lm_eval` was given"""
 
 
 def evaluate_chat(
@@ -52,13 +65,29 @@ def evaluate_chat(
     generation: GenerationSettings | None = None,
     device: str | None = None,
     trust_remote_code: bool = False,
+    lm_eval: LmEvalOptions | None = None,
 ) -> ChatEvaluation:
-    """Generate, judge and report; see the module docstring. Re-running with the same `output_dir` resumes."""
+    """Generate, judge and report; see the module docstring. Re-running with the same `output_dir` resumes.
+
+    With `lm_eval`, every model is also scored on that lm-eval suite (`lm_eval/<label>/`, chat models through
+    their chat template) and the report shows base and chat side by side on those benchmarks too.
+    """
     if not models:
         raise ValueError("Give at least one model (--chat and/or --base).")
     generation = generation or GenerationSettings()
     question_list, source = load_questions(questions, limit)
     check_models(models, trust_remote_code)
+    if lm_eval is not None:
+        from ..run import _check_request
+
+        for spec in models:
+            _check_request(
+                spec.path,
+                lm_eval.suite,
+                limit=lm_eval.limit,
+                data_dir=lm_eval.data_dir,
+                trust_remote_code=trust_remote_code,
+            )
     judge.check()  # an unreachable judge fails here, before any answer is generated
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -99,11 +128,38 @@ def evaluate_chat(
     }
     summary["meta"] = meta
     summary["timings"] = timings
+    benchmarks = run_lm_eval(models, lm_eval, output_dir / "lm_eval", device, trust_remote_code) if lm_eval else {}
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     figure = plot_scores(summary, output_dir / "chat_scores.png")
     report = output_dir / "report.md"
-    report.write_text(render_report(summary, meta, figure.name if figure else None), encoding="utf-8")
-    return ChatEvaluation(records, summary, output_dir, report, figure, timings)
+    text = render_report(summary, meta, figure.name if figure else None)
+    if benchmarks:
+        text += render_benchmarks(benchmarks, {m.label: m.mode for m in models})
+    report.write_text(text, encoding="utf-8")
+    return ChatEvaluation(records, summary, output_dir, report, figure, timings, benchmarks)
+
+
+def run_lm_eval(
+    models: list[ModelSpec], options: LmEvalOptions, output_dir: Path, device: str | None, trust_remote_code: bool
+) -> dict[str, dict[str, Any]]:
+    """`wonton-hf eval` on every model: base models plain, chat models with `apply_chat_template=True`."""
+    from ..run import evaluate_checkpoint
+
+    results = {}
+    for spec in models:
+        outputs = evaluate_checkpoint(
+            spec.path,
+            options.suite,
+            output_dir=output_dir / _safe(spec.label),
+            data_dir=options.data_dir,
+            limit=options.limit,
+            batch_size=options.batch_size,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            apply_chat_template=spec.mode == "chat",
+        )
+        results[spec.label] = outputs.results
+    return results
 
 
 def judge_answers(
@@ -174,4 +230,4 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
 
-__all__ = ["ChatEvaluation", "evaluate_chat", "judge_answers"]
+__all__ = ["ChatEvaluation", "LmEvalOptions", "evaluate_chat", "judge_answers", "run_lm_eval"]
