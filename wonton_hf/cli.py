@@ -24,6 +24,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "score a checkpoint on the paper's benchmarks with lm-eval and write a paper-style report",
     ),
     "eval-report": ("wonton_hf.evaluation.cli", "lay out an lm-eval results JSON like the paper's Tables 2-4"),
+    "eval-chat": (
+        "wonton_hf.evaluation.judge.cli",
+        "rate base and chat models' answers 1-10 with an LLM judge (MT-Bench), chat minus base as in the paper",
+    ),
     "tokenizer": ("wonton_hf.tokenization.cli", "train, compare or convert tokenizers (paper section 2.3)"),
     "plot-run": ("wonton_hf.callbacks.cli", "render a run's loss and monitor metrics to PNGs"),
     "average-checkpoints": (

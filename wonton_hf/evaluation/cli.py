@@ -47,6 +47,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         help="run modelling code shipped with the checkpoint (its `auto_map`); off by default, pass it only for a "
         "source you trust. Wonton checkpoints need none.",
     )
+    parser.add_argument(
+        "--apply-chat-template",
+        action="store_true",
+        help="wrap every prompt in the tokenizer's chat template (lm-eval's --apply_chat_template): how a chat "
+        "model is asked; base models are scored without it, as in the paper's tables",
+    )
     parser.set_defaults(func=_run_eval)
 
     report = subparsers.add_parser(
@@ -74,6 +80,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         trust_remote_code=args.trust_remote_code,
+        apply_chat_template=args.apply_chat_template,
     )
     print(
         f"Wrote {outputs.results_path}, {outputs.report_path}"

@@ -69,14 +69,21 @@ def evaluate_checkpoint(
     device: str | None = None,
     trust_remote_code: bool = False,
     bootstrap_iters: int = 100_000,
+    apply_chat_template: bool = False,
 ) -> EvaluationOutputs:
     """Run lm-eval on `model` (local directory or hub id) and write results.json, report.md, belebele.png.
 
     A checkpoint that needs its own code is refused unless `trust_remote_code=True` (the user's explicit
     consent: running it executes that code). Everything a user can get wrong (suite, limit, paths, offline
-    files, remote code) is checked before the model is loaded.
+    files, remote code, a chat template asked of a tokenizer without one) is checked before the model is loaded.
+
+    `apply_chat_template`: lm-eval's `--apply_chat_template`. Each prompt is wrapped in the tokenizer's chat
+    template (`<s> [INST] prompt [/INST]` for Wonton chat models) and the answer choices scored as the model's
+    reply: how a chat model is asked. Base models are scored without it, as in the paper's tables.
     """
     group = _check_request(model, suite, limit=limit, data_dir=data_dir, trust_remote_code=trust_remote_code)
+    if apply_chat_template:
+        check_chat_template(model, trust_remote_code)
     output_dir = Path(output_dir)
     tasks_dir = prepare_task_folder(output_dir / "lm_eval_tasks", suite, data_dir)
     results = _simple_evaluate(
@@ -89,6 +96,7 @@ def evaluate_checkpoint(
         device=resolve_device(device),
         trust_remote_code=trust_remote_code,
         bootstrap_iters=bootstrap_iters,
+        apply_chat_template=apply_chat_template,
     )
     results_path = output_dir / "results.json"
     save_results(results, results_path)
@@ -119,6 +127,19 @@ def _check_request(
     return group
 
 
+def check_chat_template(model: str, trust_remote_code: bool = False) -> None:
+    """A clear error, before lm-eval loads anything, for a tokenizer without a chat template (a base model):
+    lm-eval would otherwise fail deep inside its first request, or fall back to a generic template."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+    if not tokenizer.chat_template:
+        raise ValueError(
+            f"--apply-chat-template: the tokenizer of {model} has no chat template (a base model?). Evaluate it "
+            "without the flag, or give it the Wonton [INST] template (wonton_hf.chat.install_chat_template)."
+        )
+
+
 def _simple_evaluate(
     model: str,
     group: str,
@@ -130,6 +151,7 @@ def _simple_evaluate(
     device: str,
     trust_remote_code: bool,
     bootstrap_iters: int,
+    apply_chat_template: bool = False,
 ) -> dict[str, Any]:
     import lm_eval
 
@@ -143,10 +165,14 @@ def _simple_evaluate(
         limit=limit,
         log_samples=False,
         bootstrap_iters=bootstrap_iters,
+        apply_chat_template=apply_chat_template,
     )
     if results is None:  # only on non-zero ranks of a multi-process run
         raise RuntimeError("lm-eval returned no results on this process (run the evaluation on rank 0).")
-    return dict(results)
+    results = dict(results)
+    # lm-eval's results do not say whether prompts went through the chat template; reports need to know.
+    results.setdefault("config", {})["apply_chat_template"] = apply_chat_template
+    return results
 
 
 def save_results(results: dict[str, Any], path: str | Path) -> Path:
