@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The README's commands (`.` and `.[dev]`) and the extras users install. `.[flash]` is left out: flash-attn ships
 # only sources whose build needs CUDA, so even its metadata cannot be had on a CPU machine.
 # `.[dev]` holds every requirement of the other extras; the users' union is resolved apart, without the test tools.
-TARGETS = (".[dev]", ".[s3,deepspeed,eval]")
+TARGETS = (".[dev]", ".[s3,deepspeed,eval,judge]")
 # README commands install this torch first (the CPU wheel on disk); resolving against it keeps pip from fetching a
 # multi-GB CUDA build's metadata, as the real install would.
 TORCH = "torch==2.13.0"

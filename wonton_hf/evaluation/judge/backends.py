@@ -1,8 +1,8 @@
 """Judges: an OpenAI-compatible HTTP endpoint or a local transformers model, behind one cache of judgments.
 
 Why plain `httpx` and not the `openai` client: the protocol used is one POST (`/chat/completions`) and one GET
-(`/models`); httpx is already installed with transformers 5 (huggingface_hub >= 1.0 depends on it), and owning the
-retry loop lets us retry exactly what should be retried and count every call (the resume test relies on that).
+(`/models`); httpx is a small, well-kept client (the `judge` extra; huggingface_hub 1.x also brings it), and owning
+the retry loop lets us retry exactly what should be retried and count every call (the resume test relies on that).
 
 What judges and networks do, and what happens:
 - 429, 5xx, timeouts, dropped connections: retried with exponential backoff and jitter (or the server's
@@ -35,6 +35,15 @@ from typing import Any, Protocol
 logger = logging.getLogger(__name__)
 
 Messages = tuple[dict[str, str], ...] | list[dict[str, str]]
+
+
+def import_httpx():
+    """httpx, or one message saying which extra brings it (huggingface_hub 2.x no longer does)."""
+    try:
+        import httpx
+    except ImportError:
+        raise ImportError("wonton-hf eval-chat needs httpx: pip install 'wonton_hf[judge]'") from None
+    return httpx
 
 
 class JudgeError(RuntimeError):
@@ -105,7 +114,7 @@ class OpenAICompatibleJudge:
         }
 
     def client(self):
-        import httpx
+        httpx = import_httpx()
 
         if self._client is None:
             logging.getLogger("httpx").setLevel(logging.WARNING)  # not one INFO line per judgment
@@ -121,7 +130,7 @@ class OpenAICompatibleJudge:
 
     def check(self) -> None:
         """One GET /models: the endpoint answers, accepts the key and (if it lists models) serves `model`."""
-        import httpx
+        httpx = import_httpx()
 
         url = f"{self.base_url}/models"
         try:
@@ -150,7 +159,7 @@ class OpenAICompatibleJudge:
             )
 
     def complete(self, messages: Messages) -> str:
-        import httpx
+        httpx = import_httpx()
 
         payload = {
             "model": self.model,

@@ -68,7 +68,9 @@ def _download(url: str, path: Path) -> Path:
             f"The MT-Bench questions are not cached ({path}) and HF_HUB_OFFLINE is set, so they cannot be fetched "
             f"from {url}: pass --questions FILE.jsonl (e.g. a copy of that file) or unset it."
         )
-    import httpx  # a dependency of huggingface_hub >= 1.0, hence always installed with transformers 5
+    from .backends import import_httpx
+
+    httpx = import_httpx()
 
     logger.info("Downloading %s", url)
     try:
