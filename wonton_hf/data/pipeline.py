@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from .budget import PIECE_CHARS, min_buffer_tokens  # noqa: F401  (min_buffer_tokens: the scheduler's name for it)
 from .sources import DataSource, SkipCounter, iter_raw_records, normalise_record
 
 Submit = Callable[[Callable[[], Any]], Any]
@@ -50,8 +51,6 @@ Submit = Callable[[Callable[[], Any]], Any]
 Encode = Callable[[list[str]], list[Any]]
 """Batched encoding: one `tokenizers` `Encoding` (anything with `.ids`) per text."""
 
-PIECE_CHARS = 32_768
-"""Texts longer than this are tokenized in pieces (a fixed constant: token offsets must not depend on settings)."""
 FIRST_BATCH_CHARS = 8_192
 """Characters in a stream's first tokenizer batch; batches double from there up to `batch_chars`."""
 BLOCK_BYTES_PER_TOKEN = 8
@@ -532,10 +531,6 @@ def batch_chars(buffer_tokens: int, read_ahead: int) -> int:
     if read_ahead == 0:
         return PIECE_CHARS
     return max(PIECE_CHARS, buffer_tokens // (read_ahead + 1))
-
-
-def min_buffer_tokens(read_ahead: int) -> int:
-    return PIECE_CHARS * (read_ahead + 1)
 
 
 def split_text(text: str) -> list[str]:
