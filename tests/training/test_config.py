@@ -218,3 +218,10 @@ def test_monitor_options_are_read_from_the_monitor_classes():
             )
             assert value == default, (name, key)
     assert [f.name for f in dataclasses.fields(SpikeGuard)][:2] == ["enabled", "window"]
+
+
+def test_no_module_parses_the_package_source():
+    """Sections are built from the classes themselves (`section_from_dataclass`), never from their source text."""
+    package = Path(__file__).resolve().parents[2] / "wonton_hf"
+    offenders = [p.name for p in package.rglob("*.py") if "import ast" in p.read_text(encoding="utf-8")]
+    assert offenders == []

@@ -3,9 +3,11 @@
 The file maps onto the typed sections below (pydantic models; each field's docstring is its documentation,
 `examples/pretrain.py --help-config` prints them all). `section.key=value` overrides from the command line are
 applied first, then the whole config is checked at once — types, ranges, enumerations, unknown keys in every
-section down to `data.sources[2]` and `monitors.stability` — before torch or transformers is imported and long
-before any tokenizer, data or model is touched; every problem comes back in one `ConfigError` that names the
-field path. Relative paths in the config (sources, tokenizer, mixture file, DeepSpeed JSON) are resolved from
+section down to `data.sources[2]` and `monitors.stability`, the model shape against the model's own rules
+(`model_check`) — before torch or transformers is imported and long before any tokenizer, data or model is
+touched; every problem comes back in one `ConfigError` that names the field path. The sections that mirror a
+class (`DataSource`, `Exp3Feedback`, the monitors' options) are built from that class, whose `problems()` are
+their rules. Relative paths in the config (sources, tokenizer, mixture file, DeepSpeed JSON) are resolved from
 the current directory, like every other path on the command line. Everything the Trainer needs is derived
 here (gradient accumulation from the token batch and the world size, precision from the hardware), in one
 place a reader can check against the paper's section 2.5.
