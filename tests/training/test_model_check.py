@@ -90,3 +90,19 @@ def test_monitor_rules_are_the_monitors_own():
     with pytest.raises(ValueError, match="min_window") as raised:
         SpikeGuard(min_window=500)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "path"),
+    [
+        ("data.sources[0].name=''", "data.sources[0].name"),
+        ("data.sources[0].paths=[]", "data.sources[0].paths"),
+        ("data.sources[0].read_retries=-1", "data.sources[0].read_retries"),
+        ("data.feedback={smoothing: 1.5}", "data.feedback.smoothing"),
+        ("monitors.stability.output_norm_iterations=-1", "monitors.stability.output_norm_iterations"),
+    ],
+)
+def test_class_rules_are_reported_under_their_config_path(override, path):
+    with pytest.raises(ConfigError) as error:
+        load_run_config(DEMO, [override])
+    assert path in dict(error.value.problems), error.value

@@ -87,15 +87,15 @@ class DataSource:
     def __post_init__(self) -> None:
         if isinstance(self.paths, str):
             self.paths = [self.paths]
-        if not self.name or not isinstance(self.name, str):
-            raise ValueError(f"DataSource `name` must be a non-empty string, got {self.name!r}.")
-        raise_problems(f"DataSource `{self.name}`", self.problems())
+        raise_problems(f"DataSource `{self.name}`" if self.name else "DataSource", self.problems())
         if isinstance(self.normaliser, str):
             self.normaliser = _import_callable(self.normaliser, self.name)
 
     def problems(self) -> list[Problem]:
         """What is wrong with the fields (the run-config check reports the same under `data.sources[i]`)."""
         found: list[Problem] = []
+        if not self.name or not isinstance(self.name, str):
+            found.append(("name", f"must be a non-empty string, got {self.name!r}"))
         if not self.paths:
             found.append(("paths", "is empty; give at least one file, glob or URL"))
         number = (int, float)
