@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "txt", "parquet")
 EXHAUSTION_POLICIES = ("repeat", "stop")
 READ_ERROR_POLICIES = ("raise", "skip")
+TXT_UNITS = ("line", "file")
 _EXTENSIONS = {
     ".jsonl": "jsonl",
     ".json": "jsonl",
@@ -103,7 +104,7 @@ class DataSource:
             ("weight", isinstance(self.weight, number) and self.weight >= 0, "must be a number >= 0"),
             ("format", self.format is None or self.format in FORMATS, f"unknown `format`; use one of {FORMATS}"),
             ("exhaustion", self.exhaustion in EXHAUSTION_POLICIES, f"must be one of {EXHAUSTION_POLICIES}"),
-            ("txt_unit", self.txt_unit in ("line", "file"), "must be 'line' or 'file'"),
+            ("txt_unit", self.txt_unit in TXT_UNITS, f"must be one of {TXT_UNITS}"),
             ("storage_options", isinstance(self.storage_options, dict), "must be a mapping"),
             ("on_read_error", self.on_read_error in READ_ERROR_POLICIES, f"must be one of {READ_ERROR_POLICIES}"),
             ("read_retries", isinstance(self.read_retries, int) and self.read_retries >= 0, "must be an integer >= 0"),

@@ -29,7 +29,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from ..callbacks.options import SpikeGuardOptions, StabilityOptions, ThroughputOptions
 from ..data.budget import min_buffer_tokens
 from ..data.mixture import Exp3Feedback
-from ..data.sources import EXHAUSTION_POLICIES, FORMATS, READ_ERROR_POLICIES, DataSource
+from ..data.sources import EXHAUSTION_POLICIES, FORMATS, READ_ERROR_POLICIES, TXT_UNITS, DataSource
 from .model_check import ModelOverrides, PresetName, model_problems
 from .schema import (
     LR_SCHEDULERS,
@@ -152,6 +152,7 @@ class TokenizerConfig(Section):
 
 
 DATA_FORMATS = FORMATS
+"""`wonton_hf.data.sources.FORMATS` (the name the config's users import)."""
 
 
 def _one_path(value: Any) -> Any:
@@ -165,7 +166,7 @@ SourceConfig = section_from_dataclass(
         "normaliser": str | None,  # `module:function` in a config (a callable only from Python)
         "format": Literal[FORMATS] | None,
         "exhaustion": Literal[EXHAUSTION_POLICIES],
-        "txt_unit": Literal["line", "file"],
+        "txt_unit": Literal[TXT_UNITS],
         "on_read_error": Literal[READ_ERROR_POLICIES],
     },
 )
