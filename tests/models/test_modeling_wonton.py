@@ -241,6 +241,7 @@ def test_save_and_load_through_auto_classes(tmp_path):
     model.save_pretrained(tmp_path)
     files = set(os.listdir(tmp_path))
     assert {"model.safetensors", "config.json", "configuration_wonton.py", "modeling_wonton.py"} <= files
+    assert "architecture_wonton.py" in files  # configuration_wonton.py's relative import, exported with it
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(loaded) is WontonForCausalLM
     ids = tokens(1, 8)

@@ -304,3 +304,16 @@ def test_data_scheduler_sources_with_normaliser(tmp_path: Path) -> None:
     result = train_tokenizer([source], vocab_size=512)
     assert result.stats.documents == {"chat": 1}
     assert result.stats.skipped["chat"] == {"normaliser_error": 2}
+
+
+def test_importing_the_trainer_imports_neither_torch_nor_transformers() -> None:
+    """`wonton-hf tokenizer train` starts in a fraction of a second: transformers loads only to wrap the result."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import wonton_hf.tokenization.trainer; "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -12,10 +12,10 @@ from wonton_hf.training import config as run_config
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "configs" / "runs" / "wonton-tiny-cpu.yaml"
 
 
-def test_piece_size_copy_matches_the_pipeline():
+def test_config_and_scheduler_share_the_budget_rule():
     from wonton_hf.data import settings
 
-    assert run_config.PIECE_CHARS == settings.PIECE_CHARS
+    assert run_config.min_buffer_tokens is settings.min_buffer_tokens
 
 
 def test_buffer_tokens_is_checked_against_the_read_ahead():

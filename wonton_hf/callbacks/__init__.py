@@ -13,6 +13,9 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "add_monitors": "_common",
+    "SpikeGuardOptions": "options",
+    "StabilityOptions": "options",
+    "ThroughputOptions": "options",
     "SpikeGuard": "spike_guard",
     "StabilityMonitor": "stability",
     "PEAK_TFLOPS_BF16": "throughput",

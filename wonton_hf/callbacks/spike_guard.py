@@ -37,7 +37,7 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from transformers.trainer_callback import ExportableState
 from ..checkpointing.protocol import checkpoint_step, list_checkpoints, newest_complete_checkpoint
 from ..distributed import barrier, is_main_process
 from ._common import LoggingCallback, StepLossCapture, step_metrics, uses_deepspeed
+from .options import SpikeGuardOptions
 
 logger = logging.getLogger(__name__)
 
@@ -56,38 +57,13 @@ _MAX_EVENTS = 1000
 
 
 @dataclass(eq=False)  # identity equality: the Trainer finds callbacks by object
-class SpikeGuard(LoggingCallback, ExportableState):
-    """Skips updates of bad steps and rolls back to the last good checkpoint after repeated trouble."""
-
-    enabled: bool = True
-    """False: the callback does nothing"""
-    window: int = 100
-    """good steps whose losses form the reference mean and standard deviation"""
-    min_window: int = 20
-    """good steps needed before the mean + k*std test applies (NaN/inf and thresholds apply from step 1)"""
-    threshold_std: float = 6.0
-    """k: a loss above mean + k * std of the window is a spike"""
-    metric_thresholds: dict[str, float] = field(default_factory=dict)
-    """metric key -> bound; a step whose published metric exceeds it is bad (publishers must come first)"""
-    max_bad_steps: int = 3
-    """M: this many bad steps in a row trigger a rollback (for `metric_thresholds`, steps the monitors measured:
-    an unmeasured step in between neither breaks nor extends the streak)"""
-    max_rollbacks: int = 5
-    """rollbacks allowed in one run; one more stops training with an error in the log"""
-    rollback: bool = True
-    """False: only skip (and log), never roll back"""
-    rewind_schedule: bool = False
-    """on rollback also take the step counter and LR scheduler back to the checkpoint (see the module docstring)"""
+class SpikeGuard(LoggingCallback, ExportableState, SpikeGuardOptions):
+    """Skips updates of bad steps and rolls back to the last good checkpoint after repeated trouble; options in
+    `SpikeGuardOptions`."""
 
     def __post_init__(self) -> None:
         super().__init__()
-        for name in ("window", "min_window", "max_bad_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"SpikeGuard: `{name}` must be >= 1, got {getattr(self, name)}.")
-        if self.min_window > self.window:
-            raise ValueError(f"SpikeGuard: `min_window` ({self.min_window}) must be <= `window` ({self.window}).")
-        if self.threshold_std <= 0:
-            raise ValueError(f"SpikeGuard: `threshold_std` must be positive, got {self.threshold_std}.")
+        self.check_options()
         self._capture = StepLossCapture()
         self._state: dict[str, Any] = self._fresh_state()
         self._deepspeed = False

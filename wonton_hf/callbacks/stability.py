@@ -37,6 +37,7 @@ from torch import nn
 
 from ..distributed import all_reduce
 from ._common import LoggingCallback, StepLossCapture, publish_step_metrics
+from .options import StabilityOptions
 
 logger = logging.getLogger(__name__)
 
@@ -134,32 +135,13 @@ def find_layers(model: nn.Module, path: str = "") -> nn.ModuleList:
 
 
 @dataclass(eq=False)  # identity equality: the Trainer finds callbacks by object
-class StabilityMonitor(LoggingCallback):
-    """Attention-logit, query-norm, output-logit, MLP-gradient and block-output statistics every N steps."""
-
-    enabled: bool = True
-    """False: the callback does nothing"""
-    every_n_steps: int = 10
-    """optimizer steps between measurements (a step is measured when its number is a multiple)"""
-    query_samples: int = 64
-    """query positions per row used for the max attention logit; 0 = every position (exact)"""
-    mlp_input_module: str = "mlp.up_proj"
-    """path, inside each block, of the first MLP linear whose weight-gradient RMS is logged"""
-    layers_module: str = ""
-    """path of the ModuleList of blocks; empty: the longest ModuleList named `layers` or `h`"""
-    output_norm_iterations: int = 3
-    """power-iteration steps per measurement for the output head's spectral norm (warm-started); 0 = off"""
+class StabilityMonitor(LoggingCallback, StabilityOptions):
+    """Attention-logit, query-norm, output-logit, MLP-gradient and block-output statistics every N steps; options in
+    `StabilityOptions`."""
 
     def __post_init__(self) -> None:
         super().__init__()
-        if self.every_n_steps < 1:
-            raise ValueError(f"StabilityMonitor: `every_n_steps` must be >= 1, got {self.every_n_steps}.")
-        if self.query_samples < 0:
-            raise ValueError(f"StabilityMonitor: `query_samples` must be >= 0 (0 = all), got {self.query_samples}.")
-        if self.output_norm_iterations < 0:
-            raise ValueError(
-                f"StabilityMonitor: `output_norm_iterations` must be >= 0 (0 = off), got {self.output_norm_iterations}."
-            )
+        self.check_options()
         self._handles: list[Any] = []
         self._losses = StepLossCapture()
         self._batch: _Batch | None = None

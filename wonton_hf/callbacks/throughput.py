@@ -34,6 +34,7 @@ from torch import nn
 
 from ..distributed import is_distributed, world_size
 from ._common import LoggingCallback
+from .options import ThroughputOptions
 
 logger = logging.getLogger(__name__)
 
@@ -91,22 +92,13 @@ def flops_per_token(model: nn.Module, sequence_length: int) -> float:
 
 
 @dataclass(eq=False)  # identity equality: the Trainer finds callbacks by object
-class ThroughputMonitor(LoggingCallback):
-    """Tokens/s per device, step time and MFU, averaged over the steps between two log events."""
-
-    enabled: bool = True
-    """False: the callback does nothing"""
-    peak_tflops: float | None = None
-    """peak dense FLOP/s of one device in TFLOP/s; None: from `PEAK_TFLOPS_BF16` by device name (GPU only)"""
-    every_n_steps: int = 0
-    """log at least every N optimizer steps; 0: with the Trainer's own log events (`logging_steps`)"""
+class ThroughputMonitor(LoggingCallback, ThroughputOptions):
+    """Tokens/s per device, step time and MFU, averaged over the steps between two log events; options in
+    `ThroughputOptions`."""
 
     def __post_init__(self) -> None:
         super().__init__()
-        if self.peak_tflops is not None and self.peak_tflops <= 0:
-            raise ValueError(f"ThroughputMonitor: `peak_tflops` must be positive, got {self.peak_tflops}.")
-        if self.every_n_steps < 0:
-            raise ValueError(f"ThroughputMonitor: `every_n_steps` must be >= 0, got {self.every_n_steps}.")
+        self.check_options()
         self._handle: Any = None
         self._tokens = 0
         self._tokens_tensor: torch.Tensor | None = None

@@ -13,31 +13,16 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from ..training.config import (
-    CommonTrainFields,
-    ModelOverrides,
-    MonitorsConfig,
-    OptimizerFields,
-    PresetName,
-    RunConfigBase,
-)
-from ..training.schema import (
-    AttnImplementation,
-    Section,
-    build,
-    help_config,
-    read_yaml_file,
-)
+from ..training.config import CommonTrainFields, MonitorsConfig, OptimizerFields, RunConfigBase
+from ..training.model_check import ModelOverrides, PresetName, shape_problems, trained_tokenizer_size
+from ..training.schema import AttnImplementation, Section, build, help_config, read_yaml_file, section_from_dataclass
+from .formats import FORMATS, ChatSource
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 DEMO_DATA_DIR = Path(__file__).resolve().parent.parent / "demo" / "data"
 PRETRAIN_DEMO_OUTPUT = "outputs/pretrain-demo/final"
 """Where `accelerate launch examples/pretrain.py` (the embedded pretraining demo) saves its model."""
 PATH_VARIABLES = {"{samples}": str(SAMPLES_DIR)}
-CHAT_FORMATS = ("gpt4_llm", "flan_v2", "tulu_v2", "messages", "prompt_completion", "oasst")
-"""`wonton_hf.chat.formats.FORMATS` (a test keeps them equal; importing formats would import torch)."""
-HUB_DEFAULT_FORMATS = ("gpt4_llm", "flan_v2", "tulu_v2", "oasst")
-"""the formats with a default hub id (`formats.DEFAULT_HUB_IDS`): only they may leave `path` empty"""
 
 
 class SFTModelConfig(Section):
@@ -57,28 +42,8 @@ class SFTModelConfig(Section):
     Wonton checkpoints need none while wonton_hf is installed"""
 
 
-class ChatSourceConfig(Section):
-    """One instruction data set: the fields of `wonton_hf.chat.formats.ChatSource` (a test keeps them equal)."""
-
-    name: str = Field(min_length=1)
-    """unique name, used in the data report"""
-    format: Literal[CHAT_FORMATS]
-    """gpt4_llm | flan_v2 | tulu_v2 | oasst | messages | prompt_completion"""
-    path: str | list[str] | None = None
-    """local files/globs (jsonl, json, jsonl.gz, jsonl.zst, parquet; `{samples}` = the package's samples) or a hub
-    dataset id; null: the format's default hub id"""
-    weight: float = Field(1.0, ge=0)
-    """sampling rate: 1.0 every record once, 0.5 a seeded random half, 2.0 every record twice"""
-    split: str = "train"
-    """hub split (slices work: `train[:10000]`)"""
-    subset: str | None = None
-    """hub configuration name"""
-    languages: list[str] | None = ["en", "de", "fr", "es", "it", "zh", "ja", "ko"]
-    """oasst only: root-prompt languages kept (null keeps all)"""
-    subsets: list[str] | None = None
-    """tulu_v2 only: keep records whose `dataset` field starts with one of these (e.g. [cot, flan_v2])"""
-    max_records: int | None = Field(None, ge=1)
-    """conversations kept from this source before weighting (null: all)"""
+ChatSourceConfig = section_from_dataclass(ChatSource, {"format": Literal[FORMATS]})
+"""One instruction data set: the fields and rules of `wonton_hf.chat.formats.ChatSource`."""
 
 
 class SFTDataConfig(Section):
@@ -162,11 +127,12 @@ class SFTRunConfig(RunConfigBase):
 
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems()
-        for i, source in enumerate(self.data.sources):
-            if source.path is None and source.format not in HUB_DEFAULT_FORMATS:
-                found.append(
-                    (f"data.sources[{i}].path", f"format {source.format} has no default data set: give a path.")
-                )
+        if self.model.path == "auto":  # the on-the-spot model, unless the pretraining demo's output exists
+            model = self.model
+            size = trained_tokenizer_size(model.tiny_vocab_size)
+            found += shape_problems(
+                model.tiny_preset, model.tiny_overrides, "model.tiny_overrides", self.data.max_length, size
+            )
         return found
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from glob import glob
 from typing import Any
 
+from .._problems import Problem, bound, raise_problems
 from ..data.sources import SkipCounter, iter_raw_records
 
 logger = logging.getLogger(__name__)
@@ -241,10 +242,12 @@ class ChatSource:
     """One instruction data set of the mixture (a YAML `data.sources` entry in examples/configs/sft)."""
 
     name: str
+    """unique name, used in the data report"""
     format: str
-    """one of FORMATS"""
+    """gpt4_llm | flan_v2 | tulu_v2 | oasst | messages | prompt_completion (`FORMATS`)"""
     path: str | list[str] | None = None
-    """local files/globs (jsonl, json, jsonl.gz, jsonl.zst, parquet) or a hub dataset id; None: the format's default id"""
+    """local files/globs (jsonl, json, jsonl.gz, jsonl.zst, parquet; in a run config `{samples}` is the package's
+    samples) or a hub dataset id; None: the format's default hub id"""
     weight: float = 1.0
     """sampling rate: 1.0 every record once, 0.5 a seeded random half, 2.0 every record twice"""
     split: str = "train"
@@ -258,15 +261,18 @@ class ChatSource:
     max_records: int | None = None
     """conversations kept from this source before weighting (None: all)"""
 
-    def validate(self) -> None:
+    def problems(self) -> list[Problem]:
+        """What is wrong with the fields (the SFT config check reports the same under `data.sources[i]`)."""
+        found: list[Problem] = [] if self.name else [("name", "must be a non-empty string")]
         if self.format not in FORMATS:
-            raise ValueError(
-                f"chat source `{self.name}`: `format` {self.format!r} is unknown; use one of {list(FORMATS)}."
-            )
-        if not self.weight >= 0:
-            raise ValueError(f"chat source `{self.name}`: `weight` must be >= 0, got {self.weight}.")
-        if self.path is None and self.format not in DEFAULT_HUB_IDS:
-            raise ValueError(f"chat source `{self.name}`: format {self.format} needs a `path` (local files).")
+            found.append(("format", f"{self.format!r} is unknown; use one of {list(FORMATS)}"))
+        elif self.path is None and self.format not in DEFAULT_HUB_IDS:
+            found.append(("path", f"format {self.format} has no default data set: give a path"))
+        found += bound(self, "weight", 0) + bound(self, "max_records", 1, optional=True)
+        return found
+
+    def validate(self) -> None:
+        raise_problems(f"chat source `{self.name}`", self.problems())
 
     def local_files(self) -> list[str] | None:
         """The matched files if `path` names local files, None if it is a hub id; missing files are an error."""

@@ -22,6 +22,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._problems import Problem, bound, raise_problems
+
 logger = logging.getLogger(__name__)
 
 
@@ -295,16 +297,20 @@ class Exp3Feedback:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if not 0 <= self.smoothing < 1:
-            raise ValueError(f"Exp3Feedback `smoothing` must be in [0, 1), got {self.smoothing}.")
-        if not 0 <= self.min_weight <= self.max_weight <= 1:
-            raise ValueError(
-                f"Exp3Feedback needs 0 <= `min_weight` <= `max_weight` <= 1, got {self.min_weight}, {self.max_weight}."
-            )
-        if self.update_every < 1:
-            raise ValueError(f"Exp3Feedback `update_every` must be >= 1, got {self.update_every}.")
+        raise_problems("Exp3Feedback", self.problems())
         self._rewards: dict[str, float] = {}
         self._updates = 0
+
+    def problems(self) -> list[Problem]:
+        """What is wrong with the fields (the run-config check reports the same under `data.feedback`)."""
+        found = [] if 0 <= self.smoothing < 1 else [("smoothing", f"must be in [0, 1), got {self.smoothing}")]
+        found += bound(self, "learning_rate", 0, strict=True, optional=True) + bound(self, "update_every", 1)
+        for name in ("min_weight", "max_weight"):
+            if not 0 <= getattr(self, name) <= 1:
+                found.append((name, f"must be in [0, 1], got {getattr(self, name)}"))
+        if not found and self.min_weight > self.max_weight:
+            found.append(("min_weight", f"got {self.min_weight}: must be <= max_weight ({self.max_weight})"))
+        return found
 
     def update(self, losses: dict[str, float], base: dict[str, float]) -> dict[str, float]:
         """Per-source mean losses -> multipliers of the base weights (1.0 = unchanged)."""

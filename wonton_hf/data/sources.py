@@ -21,13 +21,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
+from .._problems import Problem, raise_problems
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "txt", "parquet")
 EXHAUSTION_POLICIES = ("repeat", "stop")
 READ_ERROR_POLICIES = ("raise", "skip")
+TXT_UNITS = ("line", "file")
 _EXTENSIONS = {
     ".jsonl": "jsonl",
     ".json": "jsonl",
@@ -87,38 +88,34 @@ class DataSource:
     def __post_init__(self) -> None:
         if isinstance(self.paths, str):
             self.paths = [self.paths]
-        if not self.name or not isinstance(self.name, str):
-            raise ValueError(f"DataSource `name` must be a non-empty string, got {self.name!r}.")
-        if not self.paths:
-            raise ValueError(f"DataSource `{self.name}`: `paths` is empty; give at least one file, glob or URL.")
-        if not isinstance(self.weight, int | float) or self.weight < 0:
-            raise ValueError(f"DataSource `{self.name}`: `weight` must be a number >= 0, got {self.weight!r}.")
-        if self.format is not None and self.format not in FORMATS:
-            raise ValueError(f"DataSource `{self.name}`: unknown `format` {self.format!r}; use one of {FORMATS}.")
-        if self.exhaustion not in EXHAUSTION_POLICIES:
-            raise ValueError(
-                f"DataSource `{self.name}`: `exhaustion` must be one of {EXHAUSTION_POLICIES}, got {self.exhaustion!r}."
-            )
-        if self.txt_unit not in ("line", "file"):
-            raise ValueError(f"DataSource `{self.name}`: `txt_unit` must be 'line' or 'file', got {self.txt_unit!r}.")
+        raise_problems(f"DataSource `{self.name}`" if self.name else "DataSource", self.problems())
         if isinstance(self.normaliser, str):
             self.normaliser = _import_callable(self.normaliser, self.name)
-        if not isinstance(self.storage_options, dict):
-            raise ValueError(
-                f"DataSource `{self.name}`: `storage_options` must be a mapping, got {self.storage_options!r}."
-            )
-        if self.on_read_error not in READ_ERROR_POLICIES:
-            raise ValueError(
-                f"DataSource `{self.name}`: `on_read_error` must be one of {READ_ERROR_POLICIES}, got {self.on_read_error!r}."
-            )
-        if not isinstance(self.read_retries, int) or self.read_retries < 0:
-            raise ValueError(
-                f"DataSource `{self.name}`: `read_retries` must be an integer >= 0, got {self.read_retries!r}."
-            )
-        if not isinstance(self.retry_backoff, int | float) or self.retry_backoff < 0:
-            raise ValueError(
-                f"DataSource `{self.name}`: `retry_backoff` must be a number >= 0, got {self.retry_backoff!r}."
-            )
+
+    def problems(self) -> list[Problem]:
+        """What is wrong with the fields (the run-config check reports the same under `data.sources[i]`)."""
+        found: list[Problem] = []
+        if not self.name or not isinstance(self.name, str):
+            found.append(("name", f"must be a non-empty string, got {self.name!r}"))
+        if not self.paths:
+            found.append(("paths", "is empty; give at least one file, glob or URL"))
+        number = (int, float)
+        checks = [
+            ("weight", isinstance(self.weight, number) and self.weight >= 0, "must be a number >= 0"),
+            ("format", self.format is None or self.format in FORMATS, f"unknown `format`; use one of {FORMATS}"),
+            ("exhaustion", self.exhaustion in EXHAUSTION_POLICIES, f"must be one of {EXHAUSTION_POLICIES}"),
+            ("txt_unit", self.txt_unit in TXT_UNITS, f"must be one of {TXT_UNITS}"),
+            ("storage_options", isinstance(self.storage_options, dict), "must be a mapping"),
+            ("on_read_error", self.on_read_error in READ_ERROR_POLICIES, f"must be one of {READ_ERROR_POLICIES}"),
+            ("read_retries", isinstance(self.read_retries, int) and self.read_retries >= 0, "must be an integer >= 0"),
+            (
+                "retry_backoff",
+                isinstance(self.retry_backoff, number) and self.retry_backoff >= 0,
+                "must be a number >= 0",
+            ),
+        ]
+        found += [(name, f"{rule}, got {getattr(self, name)!r}") for name, ok, rule in checks if not ok]
+        return found
 
     def resolve(self) -> list[str]:
         """Expands the globs, once per process (validation and the scheduler share the listing); fails before
@@ -127,6 +124,8 @@ class DataSource:
         key = (tuple(self.paths), repr(sorted(self.storage_options.items())))
         if self._listed == key:
             return self.files
+        import fsspec  # 0.1 s: not for the run-config check, which imports this module for `DataSource`
+
         files: list[str] = []
         for pattern in self.paths:
             try:
@@ -176,6 +175,7 @@ def _import_callable(spec: str, source: str) -> Callable[[Any], str | None]:
 
 def load_sources(spec: str | list[dict[str, Any]] | dict[str, Any]) -> list[DataSource]:
     """Sources from a YAML file path, a YAML string, or already-parsed dicts (`sources:` list or a bare list)."""
+    import fsspec
     import yaml
 
     if isinstance(spec, str):
@@ -297,6 +297,8 @@ def _give_up(
 
 
 def _file_records(path: str, fmt: str, txt_unit: str, skips: SkipCounter, options: dict[str, Any]) -> Iterator[Any]:
+    import fsspec
+
     with fsspec.open(path, "rb", **options) as raw:
         if fmt == "parquet":
             yield from _parquet_rows(raw)

@@ -33,9 +33,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 from ..data.sources import DataSource
 from .corpus import CorpusStats, batched, mix_texts, normalised_weights, parse_inputs
@@ -304,6 +307,7 @@ def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
     `tokenizer_object` would give, minus the copy.
     """
     from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast  # ~1 s: only once training is done, not at start-up
 
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     wrapped = PreTrainedTokenizerFast.__new__(PreTrainedTokenizerFast)

@@ -3,9 +3,11 @@
 The file maps onto the typed sections below (pydantic models; each field's docstring is its documentation,
 `examples/pretrain.py --help-config` prints them all). `section.key=value` overrides from the command line are
 applied first, then the whole config is checked at once — types, ranges, enumerations, unknown keys in every
-section down to `data.sources[2]` and `monitors.stability` — before torch or transformers is imported and long
-before any tokenizer, data or model is touched; every problem comes back in one `ConfigError` that names the
-field path. Relative paths in the config (sources, tokenizer, mixture file, DeepSpeed JSON) are resolved from
+section down to `data.sources[2]` and `monitors.stability`, the model shape against the model's own rules
+(`model_check`) — before torch or transformers is imported and long before any tokenizer, data or model is
+touched; every problem comes back in one `ConfigError` that names the field path. The sections that mirror a
+class (`DataSource`, `Exp3Feedback`, the monitors' options) are built from that class, whose `problems()` are
+their rules. Relative paths in the config (sources, tokenizer, mixture file, DeepSpeed JSON) are resolved from
 the current directory, like every other path on the command line. Everything the Trainer needs is derived
 here (gradient accumulation from the token batch and the world size, precision from the hardware), in one
 place a reader can check against the paper's section 2.5.
@@ -22,8 +24,13 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
+from ..callbacks.options import SpikeGuardOptions, StabilityOptions, ThroughputOptions
+from ..data.mixture import Exp3Feedback
+from ..data.settings import min_buffer_tokens
+from ..data.sources import EXHAUSTION_POLICIES, FORMATS, READ_ERROR_POLICIES, TXT_UNITS, DataSource
+from .model_check import ModelOverrides, PresetName, model_problems
 from .schema import (
     LR_SCHEDULERS,
     AttnImplementation,
@@ -33,12 +40,9 @@ from .schema import (
     apply_overrides,
     build,
     close_match,
-    constant,
     help_config,
-    model_config_fields,
-    model_presets,
-    options_model,
     read_yaml_file,
+    section_from_dataclass,
 )
 
 __all__ = [
@@ -60,33 +64,19 @@ __all__ = [
 
 # ---- sections shared with SFT ----
 
-StabilityOptions = options_model(
-    "callbacks/stability.py", "StabilityMonitor", {"every_n_steps": {"ge": 1}, "query_samples": {"ge": 0}}
-)
-ThroughputOptions = options_model(
-    "callbacks/throughput.py", "ThroughputMonitor", {"peak_tflops": {"gt": 0}, "every_n_steps": {"ge": 0}}
-)
-SpikeGuardOptions = options_model(
-    "callbacks/spike_guard.py",
-    "SpikeGuard",
-    {
-        "window": {"ge": 2},
-        "min_window": {"ge": 2},
-        "threshold_std": {"gt": 0},
-        "max_bad_steps": {"ge": 1},
-        "max_rollbacks": {"ge": 0},
-    },
-)
+StabilityOptionsSection = section_from_dataclass(StabilityOptions)
+ThroughputOptionsSection = section_from_dataclass(ThroughputOptions)
+SpikeGuardOptionsSection = section_from_dataclass(SpikeGuardOptions)
 
 
 class MonitorsConfig(Section):
     """The paper's monitors (`wonton_hf.callbacks`); `{}` turns one on with its defaults, `null` turns it off."""
 
-    stability: StabilityOptions | None = Field(default_factory=StabilityOptions)
+    stability: StabilityOptionsSection | None = Field(default_factory=StabilityOptionsSection)
     """`StabilityMonitor` options; null disables it"""
-    throughput: ThroughputOptions | None = Field(default_factory=ThroughputOptions)
+    throughput: ThroughputOptionsSection | None = Field(default_factory=ThroughputOptionsSection)
     """`ThroughputMonitor` options; null disables it"""
-    spike_guard: SpikeGuardOptions | None = Field(default_factory=SpikeGuardOptions)
+    spike_guard: SpikeGuardOptionsSection | None = Field(default_factory=SpikeGuardOptionsSection)
     """`SpikeGuard` options; null disables it"""
 
 
@@ -141,28 +131,6 @@ class CommonTrainFields(Section):
 # ---- pretraining sections ----
 
 
-def check_preset(preset: str) -> str:
-    presets = list(model_presets())
-    if preset not in presets:
-        raise ValueError(f"unknown preset{close_match(preset, presets)}; accepted: {', '.join(presets)}")
-    return preset
-
-
-def check_model_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
-    accepted = list(model_config_fields())
-    unknown = [key for key in overrides if key not in accepted]
-    if unknown:
-        hints = "".join(close_match(key, accepted) for key in unknown)
-        raise ValueError(f"unknown WontonConfig field(s) {unknown}{hints}; accepted: {', '.join(accepted)}")
-    return overrides
-
-
-PresetName = Annotated[str, AfterValidator(check_preset)]
-"""a `WONTON_PRESETS` name"""
-ModelOverrides = Annotated[dict[str, Any], AfterValidator(check_model_overrides)]
-"""`WontonConfig` field -> value"""
-
-
 class ModelConfig(Section):
     preset: PresetName = "wonton-tiny"
     """a `WONTON_PRESETS` name (wonton-tiny, wonton-125m, wonton-1b, wonton-1.5b-public, wonton-7b)"""
@@ -183,36 +151,26 @@ class TokenizerConfig(Section):
     """documents read from each source to train it (keeps start-up short)"""
 
 
-DATA_FORMATS = constant("data/sources.py", "FORMATS")
-"""`wonton_hf.data.sources.FORMATS`, read from the file."""
+DATA_FORMATS = FORMATS
+"""`wonton_hf.data.sources.FORMATS` (the name the config's users import)."""
 
 
 def _one_path(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-def _source_types() -> dict[str, Any]:
-    types = {
-        "paths": Annotated[list[str], BeforeValidator(_one_path), Field(min_length=1)],
+SourceConfig = section_from_dataclass(
+    DataSource,
+    {
+        "paths": Annotated[list[str], BeforeValidator(_one_path)],
         "normaliser": str | None,  # `module:function` in a config (a callable only from Python)
-        "format": Literal[DATA_FORMATS] | None,
-        "exhaustion": Literal[constant("data/sources.py", "EXHAUSTION_POLICIES")],
-        "txt_unit": Literal["line", "file"],
-    }
-    try:
-        types["on_read_error"] = Literal[constant("data/sources.py", "READ_ERROR_POLICIES")]
-    except LookupError:
-        pass
-    return types
-
-
-SourceConfig = options_model(
-    "data/sources.py",
-    "DataSource",
-    {"name": {"min_length": 1}, "weight": {"ge": 0}, "read_retries": {"ge": 0}, "retry_backoff": {"ge": 0}},
-    _source_types(),
+        "format": Literal[FORMATS] | None,
+        "exhaustion": Literal[EXHAUSTION_POLICIES],
+        "txt_unit": Literal[TXT_UNITS],
+        "on_read_error": Literal[READ_ERROR_POLICIES],
+    },
 )
-"""One corpus of the mixture: the fields of `wonton_hf.data.DataSource`, read from its dataclass."""
+"""One corpus of the mixture: the fields and rules of `wonton_hf.data.DataSource`."""
 
 
 class SchedulePoint(Section):
@@ -233,22 +191,8 @@ class ScheduleConfig(Section):
     """`constant` (piecewise constant) or `linear`"""
 
 
-FeedbackConfig = options_model(
-    "data/mixture.py",
-    "Exp3Feedback",
-    {
-        "smoothing": {"ge": 0, "lt": 1},
-        "learning_rate": {"gt": 0},
-        "min_weight": {"ge": 0, "le": 1},
-        "max_weight": {"ge": 0, "le": 1},
-        "update_every": {"ge": 1},
-    },
-)
+FeedbackConfig = section_from_dataclass(Exp3Feedback)
 """`wonton_hf.data.Exp3Feedback`: the per-source training loss steers the mixture (ODM's EXP3)."""
-
-
-PIECE_CHARS = 32_768
-"""`wonton_hf.data.settings.PIECE_CHARS`, copied so that checking a config imports no data code."""
 
 
 class DataConfig(Section):
@@ -417,24 +361,16 @@ class RunConfig(RunConfigBase):
                             )
                         )
         found += self._schedule_problems()
-        # One text piece (the data pipeline's PIECE_CHARS, 32,768; a test keeps the two equal) per batch in flight.
-        least = PIECE_CHARS * (self.data.prefetch_blocks + 1)
+        least = min_buffer_tokens(self.data.prefetch_blocks)
         if self.data.buffer_tokens < least:
             found.append(
                 (
                     "data.buffer_tokens",
-                    f"got {self.data.buffer_tokens}: must be >= {least:,} "
-                    f"(32,768 x (data.prefetch_blocks + 1)); raise it or lower prefetch_blocks.",
+                    f"got {self.data.buffer_tokens}: must be >= {least:,} (one text piece per tokenizer batch "
+                    "in flight, data.prefetch_blocks + 1); raise it or lower prefetch_blocks.",
                 )
             )
-        feedback = self.data.feedback
-        if feedback is not None and feedback.min_weight > feedback.max_weight:
-            found.append(
-                (
-                    "data.feedback.min_weight",
-                    f"got {feedback.min_weight}: must be <= data.feedback.max_weight ({feedback.max_weight}).",
-                )
-            )
+        found += model_problems(self)
         return found
 
     def _schedule_problems(self) -> list[tuple[str, str]]:

@@ -3,9 +3,10 @@
 Pretraining (`training/config.py`) and SFT (`chat/sft.py`) build their run configs from the sections here.
 Every section is a pydantic model that forbids unknown keys; each field keeps its docstring (pydantic reads
 them as descriptions, which `--help-config` prints). Validation runs before torch or transformers is
-imported: this module imports neither, and what must be read from the heavy modules (the monitors' options,
-the model presets, `WontonConfig`'s fields) is read from their source with `ast`, so it never drifts from
-the code and costs milliseconds.
+imported: this module imports neither, and the option classes a config mirrors (the monitors' options,
+`DataSource`, `Exp3Feedback`, `ChatSource`, the model's architecture fields) live in torch-free modules, so
+their sections are built from the classes themselves (`section_from_dataclass`) and their rules are the
+classes' own `problems()`.
 
 Errors: every problem in a config is collected into one `ConfigError` that names each field by its path
 (`data.sources[2].weight`), what it got and what it accepts; the entry points print it and exit with 2.
@@ -13,19 +14,17 @@ Errors: every problem in a config is collected into one `ConfigError` that names
 
 from __future__ import annotations
 
-import ast
+import dataclasses
 import difflib
-import functools
 import re
 import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic.json_schema import GenerateJsonSchema
 
-PACKAGE = Path(__file__).resolve().parent.parent
 EXIT_CONFIG_ERROR = 2
 """Exit code of an entry point whose run config is invalid (argparse's code for a usage error)."""
 
@@ -224,14 +223,15 @@ def problems_from(error: ValidationError, root: type[BaseModel]) -> list[tuple[s
 def build(cls: type[BaseModel], values: dict[str, Any], what: str, overrides: list[str] | None = None) -> Any:
     """`cls` from a mapping (after `overrides`), or one `ConfigError` listing every problem found.
 
-    Field problems (types, ranges, unknown keys) are all found in one pass; the checks across fields (the
-    model's `problems()`) need valid fields, so they run when there are none.
+    Field problems (types, ranges, unknown keys) are all found in one pass; the rules (each section's `rules`,
+    the root's `problems()`) need valid fields, so they run when there are none.
     """
     problems = override_problems(values, overrides or [])
     try:
         config = cls.model_validate(values)
     except ValidationError as error:
         raise ConfigError(problems + problems_from(error, cls), what) from None
+    problems += section_problems(config)
     problems += config.problems() if hasattr(config, "problems") else []
     if problems:
         raise ConfigError(problems, what)
@@ -243,135 +243,61 @@ def close_match(value: str, accepted: list[str]) -> str:
     return f" (did you mean `{guess[0]}`?)" if guess else ""
 
 
-# ---- reading the heavy modules' fields without importing them ----
+# ---- sections built from the dataclasses that own the options ----
 
 
-@functools.cache
-def _module_tree(relative: str) -> ast.Module:
-    return ast.parse((PACKAGE / relative).read_text(encoding="utf-8"))
+class _Lenient(GenerateJsonSchema):
+    """Fields without a JSON form (a callable) still give their docstring."""
+
+    def handle_invalid_for_json_schema(self, schema: Any, error_info: str) -> dict[str, Any]:
+        return {}
 
 
-def _class_node(relative: str, class_name: str) -> ast.ClassDef:
-    for node in _module_tree(relative).body:
-        if isinstance(node, ast.ClassDef) and node.name == class_name:
-            return node
-    raise LookupError(f"{class_name} not found in wonton_hf/{relative}")
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass, as pydantic reads them for every `Section`."""
+    adapter = TypeAdapter(list[cls], config=ConfigDict(use_attribute_docstrings=True, arbitrary_types_allowed=True))
+    properties = adapter.json_schema(schema_generator=_Lenient)["$defs"][cls.__name__]["properties"]
+    return {name: " ".join(spec.get("description", "").split()) for name, spec in properties.items()}
 
 
-def dataclass_fields(relative: str, class_name: str) -> list[tuple[str, str, ast.expr | None, str]]:
-    """(name, annotation source, default expression, docstring) of each public field of a dataclass in the package."""
-    body = _class_node(relative, class_name).body
-    fields = []
-    for i, node in enumerate(body):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and not node.target.id.startswith("_"):
-            following = body[i + 1] if i + 1 < len(body) else None
-            doc = (
-                following.value.value
-                if isinstance(following, ast.Expr)
-                and isinstance(following.value, ast.Constant)
-                and isinstance(following.value.value, str)
-                else ""
-            )
-            annotation = ast.unparse(node.annotation)
-            init_false = isinstance(node.value, ast.Call) and any(
-                k.arg == "init" and isinstance(k.value, ast.Constant) and k.value.value is False
-                for k in node.value.keywords
-            )
-            if "ClassVar" not in annotation and not init_false:
-                fields.append((node.target.id, annotation, node.value, " ".join(doc.split())))
-    return fields
+def section_from_dataclass(cls: type, types: dict[str, Any] | None = None) -> type[Section]:
+    """A `Section` with the public init fields (types, defaults, docs) of the dataclass `cls`, and its rules.
 
-
-def _default(node: ast.expr | None) -> Any:
-    if node is None:
-        return ...
-    if isinstance(node, ast.Call) and ast.unparse(node.func) == "field":
-        for keyword in node.keywords:
-            if keyword.arg == "default_factory":
-                return Field(default_factory={"dict": dict, "list": list}[ast.unparse(keyword.value)])
-            if keyword.arg == "default":
-                return ast.literal_eval(keyword.value)
-        return ...
-    return ast.literal_eval(node)
-
-
-_TYPES = {
-    "bool": bool,
-    "int": int,
-    "float": float,
-    "str": str,
-    "dict": dict,
-    "list": list,
-    "tuple": tuple,
-    "Any": Any,
-    "None": None,
-}
-
-
-def constant(relative: str, name: str) -> Any:
-    """A module-level literal (e.g. a tuple of accepted values) of a file in the package, read without importing it."""
-    for node in _module_tree(relative).body:
-        target = (
-            node.target
-            if isinstance(node, ast.AnnAssign)
-            else (node.targets[0] if isinstance(node, ast.Assign) else None)
-        )
-        if isinstance(target, ast.Name) and target.id == name and node.value is not None:
-            return ast.literal_eval(node.value)
-    raise LookupError(f"{name} not found in wonton_hf/{relative}")
-
-
-def _annotation(source: str) -> Any:
-    try:
-        return eval(source, {"__builtins__": {}}, _TYPES)  # noqa: S307 (annotations of our own files)
-    except (NameError, TypeError, SyntaxError):
-        return Any  # e.g. Callable[...]: such fields are overridden in `types` where the config can set them
-
-
-def options_model(
-    relative: str,
-    class_name: str,
-    constraints: dict[str, dict[str, Any]] | None = None,
-    types: dict[str, Any] | None = None,
-) -> type[Section]:
-    """A `Section` with the fields (types, defaults, docs) of the dataclass `class_name` in `wonton_hf/<relative>`.
-
-    How options are checked before torch is imported while their dataclasses stay the one place they are
-    declared (a field added there is accepted here at once): the monitors' options, `DataSource`,
-    `Exp3Feedback`. `constraints` adds pydantic field constraints (`{"window": {"ge": 2}}`); `types` replaces
-    a field's annotation (enumerations as `Literal`, `module:function` strings for callables).
+    The dataclass stays the one place an option is declared: a field added there is accepted here at once.
+    `types` narrows a field's annotation for the config (`Literal` of an imported constant, `str` for a field
+    that also takes a callable in Python). The class's `problems()` (see `wonton_hf._problems`) is the
+    section's too: `build` reports what it finds under the section's path.
     """
-    constraints, types = constraints or {}, types or {}
+    hints, docs, types = get_type_hints(cls, include_extras=True), field_docs(cls), types or {}
     definitions: dict[str, Any] = {}
-    for name, annotation, default_node, doc in dataclass_fields(relative, class_name):
-        kind = types.get(name, _annotation(annotation))
-        default, extra = _default(default_node), {"description": doc or None, **constraints.get(name, {})}
-        if isinstance(default, FieldInfo):
-            definitions[name] = (kind, Field(default_factory=default.default_factory, **extra))
+    for item in dataclasses.fields(cls):
+        if not item.init or item.name.startswith("_"):
+            continue
+        extra = {"description": docs.get(item.name) or None}
+        if item.default_factory is not dataclasses.MISSING:
+            default = Field(default_factory=item.default_factory, **extra)
         else:
-            definitions[name] = (kind, Field(default, **extra))
-    return create_model(f"{class_name}Options", __base__=Section, **definitions)
+            default = Field(... if item.default is dataclasses.MISSING else item.default, **extra)
+        definitions[item.name] = (types.get(item.name, hints[item.name]), default)
+    section = create_model(cls.__name__.removesuffix("Options") + "Options", __base__=Section, **definitions)
+    if hasattr(cls, "problems"):
+        section.rules = cls.problems  # called with the section: the rules read only the fields
+    return section
 
 
-@functools.cache
-def model_presets() -> tuple[str, ...]:
-    """The names in `WONTON_PRESETS`, read from configuration_wonton.py (importing it would import transformers)."""
-    for node in _module_tree("models/wonton/configuration_wonton.py").body:
-        target = (
-            node.target
-            if isinstance(node, ast.AnnAssign)
-            else (node.targets[0] if isinstance(node, ast.Assign) else None)
-        )
-        if isinstance(target, ast.Name) and target.id == "WONTON_PRESETS" and isinstance(node.value, ast.Dict):
-            return tuple(k.value for k in node.value.keys if isinstance(k, ast.Constant))
-    raise LookupError("WONTON_PRESETS not found in configuration_wonton.py")
-
-
-@functools.cache
-def model_config_fields() -> tuple[str, ...]:
-    """`WontonConfig`'s own fields plus the generic `PreTrainedConfig` ones a run may sensibly set."""
-    own = tuple(name for name, *_ in dataclass_fields("models/wonton/configuration_wonton.py", "WontonConfig"))
-    return own + ("dtype", "output_hidden_states", "output_attentions")
+def section_problems(model: BaseModel, path: str = "") -> list[tuple[str, str]]:
+    """The `rules` of every section inside `model`, each problem under its full path."""
+    found = []
+    rules = getattr(type(model), "rules", None)
+    if rules is not None:
+        found += [(f"{path}.{name}" if path else name, message) for name, message in rules(model)]
+    for name in type(model).model_fields:
+        value, where = getattr(model, name), f"{path}.{name}" if path else name
+        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            if isinstance(item, BaseModel):
+                found += section_problems(item, where if index is None else f"{where}[{index}]")
+    return found
 
 
 LR_SCHEDULERS = (
@@ -440,7 +366,6 @@ __all__ = [
     "build",
     "help_config",
     "load_yaml",
-    "model_presets",
-    "options_model",
     "read_yaml_file",
+    "section_from_dataclass",
 ]

@@ -1,11 +1,11 @@
 """Refresh the model code that an exported checkpoint carries for `trust_remote_code`.
 
-`save_pretrained` copies `configuration_wonton.py` and `modeling_wonton.py` next to the weights, so a
+`save_pretrained` copies `configuration_wonton.py`, `modeling_wonton.py` and `architecture_wonton.py` next to the weights, so a
 directory keeps the code of the package version that wrote it. With `wonton_hf` installed that copy is never
 used (`AutoModelForCausalLM.from_pretrained(path)` takes the installed, registered classes); with
 `trust_remote_code=True`, or without the package, transformers runs the copy. A directory written before
 transformers 5.24 support (wonton_hf commit 295861a) carries code whose cached generation is wrong on 5.24,
-so this rewrites the two files (and `auto_map`) from the installed package, leaving the weights alone:
+so this rewrites the code files (and `auto_map`) from the installed package, leaving the weights alone:
 
     python -m wonton_hf.models.wonton.refresh_code path/to/checkpoint [more/checkpoints ...]
 """
@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-CODE_FILES = ("configuration_wonton.py", "modeling_wonton.py")
+CODE_FILES = ("architecture_wonton.py", "configuration_wonton.py", "modeling_wonton.py")
 AUTO_MAP = {
     "AutoConfig": "configuration_wonton.WontonConfig",
     "AutoModel": "modeling_wonton.WontonModel",
