@@ -136,7 +136,9 @@ class SFTRunConfig(RunConfigBase):
         return found
 
 
-def _expanded(spec: dict[str, Any]) -> dict[str, Any]:
+def expand_path_variables(spec: dict[str, Any]) -> dict[str, Any]:
+    """A chat source with `PATH_VARIABLES` (e.g. the package's sample folder) replaced in its path(s)."""
+
     def expand(path: str) -> str:
         for name, value in PATH_VARIABLES.items():
             path = path.replace(name, value)

@@ -54,7 +54,7 @@ from .config import (
     PRETRAIN_DEMO_OUTPUT,
     SAMPLES_DIR,
     SFTRunConfig,
-    _expanded,
+    expand_path_variables,
     load_sft_config,
     sft_config_help,
 )
@@ -140,7 +140,7 @@ def make_tiny_model(config: SFTRunConfig) -> tuple[PreTrainedModel, PreTrainedTo
 def load_chat_data(config: SFTRunConfig) -> tuple[Any, ChatDataReport]:
     """All configured sources as one `datasets.Dataset` of `messages`, plus the kept/sampled/skipped counts."""
     return build_chat_dataset(
-        load_chat_sources([_expanded(s.model_dump()) for s in config.data.sources]), seed=config.train.seed
+        load_chat_sources([expand_path_variables(s.model_dump()) for s in config.data.sources]), seed=config.train.seed
     )
 
 

@@ -81,7 +81,7 @@ def evaluate_checkpoint(
     template (`<s> [INST] prompt [/INST]` for Wonton chat models) and the answer choices scored as the model's
     reply: how a chat model is asked. Base models are scored without it, as in the paper's tables.
     """
-    group = _check_request(model, suite, limit=limit, data_dir=data_dir, trust_remote_code=trust_remote_code)
+    group = check_request(model, suite, limit=limit, data_dir=data_dir, trust_remote_code=trust_remote_code)
     if apply_chat_template:
         check_chat_template(model, trust_remote_code)
     output_dir = Path(output_dir)
@@ -105,7 +105,7 @@ def evaluate_checkpoint(
     return EvaluationOutputs(results, results_path, report_path, figure_path, tasks_dir)
 
 
-def _check_request(
+def check_request(
     model: str, suite: str, *, limit: int | None, data_dir: str | Path | None, trust_remote_code: bool
 ) -> str:
     """Everything about a request that can fail before the datasets and the model load; returns the suite's

@@ -76,48 +76,11 @@ def evaluate_chat(
         raise ValueError("Give at least one model (--chat and/or --base).")
     generation = generation or GenerationSettings()
     question_list, source = load_questions(questions, limit)
-    check_models(models, trust_remote_code)
-    if lm_eval is not None:
-        from ..run import _check_request
-
-        for spec in models:
-            _check_request(
-                spec.path,
-                lm_eval.suite,
-                limit=lm_eval.limit,
-                data_dir=lm_eval.data_dir,
-                trust_remote_code=trust_remote_code,
-            )
-    judge.check()  # an unreachable judge fails here, before any answer is generated
+    _check_inputs(models, judge, lm_eval, trust_remote_code)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-
-    timings: dict[str, float] = {"answers_generated": 0, "generation_s": 0.0}
-    stores = {}
-    for spec in models:
-        store = AnswerStore(output_dir / "answers" / f"{_safe(spec.label)}.jsonl", spec, generation.key(spec))
-        start = time.perf_counter()
-        made = generate_answers(spec, question_list, store, generation, device, trust_remote_code)
-        timings["generation_s"] += time.perf_counter() - start
-        timings["answers_generated"] += made
-        logger.info("%s: %d answers generated, %d reused", spec.label, made, len(store.answers) - made)
-        stores[spec.label] = store
-
-    cache = JudgmentCache(output_dir / "judge_cache.sqlite")
-    calls_before = judge.calls
-    start = time.perf_counter()
-    try:
-        records = judge_answers(models, question_list, stores, judge, cache)
-    finally:
-        cache.close()
-    timings["judging_s"] = time.perf_counter() - start
-    timings["judge_calls"] = judge.calls - calls_before
-    timings["judgments"] = len(records)
-    timings["judgments_new"] = sum(1 for r in records if not r["cached"] and r["status"] != "error")
-
-    _write_jsonl(output_dir / "judgments.jsonl", records)
-    model_rows = [{"label": m.label, "mode": m.mode, "path": m.path} for m in models]
-    summary = summarise(records, model_rows)
+    timings, stores = _generate_all(models, question_list, output_dir, generation, device, trust_remote_code)
+    records = _judge_all(models, question_list, stores, judge, output_dir, timings)
     meta = {
         "questions": source,
         "n_questions": len(question_list),
@@ -126,6 +89,7 @@ def evaluate_chat(
         "judge_backend": judge.identity()["backend"],
         "generation": generation.__dict__,
     }
+    summary = summarise(records, [{"label": m.label, "mode": m.mode, "path": m.path} for m in models])
     summary["meta"] = meta
     summary["timings"] = timings
     benchmarks = run_lm_eval(models, lm_eval, output_dir / "lm_eval", device, trust_remote_code) if lm_eval else {}
@@ -137,6 +101,71 @@ def evaluate_chat(
         text += render_benchmarks(benchmarks, {m.label: m.mode for m in models})
     report.write_text(text, encoding="utf-8")
     return ChatEvaluation(records, summary, output_dir, report, figure, timings, benchmarks)
+
+
+def _check_inputs(
+    models: list[ModelSpec], judge: Judge, lm_eval: LmEvalOptions | None, trust_remote_code: bool
+) -> None:
+    """Everything that can be refused is refused here, before the first answer is generated."""
+    check_models(models, trust_remote_code)
+    if lm_eval is not None:
+        from ..run import check_request
+
+        for spec in models:
+            check_request(
+                spec.path,
+                lm_eval.suite,
+                limit=lm_eval.limit,
+                data_dir=lm_eval.data_dir,
+                trust_remote_code=trust_remote_code,
+            )
+    judge.check()  # an unreachable judge fails here, before any answer is generated
+
+
+def _generate_all(
+    models: list[ModelSpec],
+    question_list: list,
+    output_dir: Path,
+    generation: GenerationSettings,
+    device: str | None,
+    trust_remote_code: bool,
+) -> tuple[dict[str, float], dict[str, AnswerStore]]:
+    """Each model's answers, reusing those already on disk (a re-run generates only what is missing)."""
+    timings: dict[str, float] = {"answers_generated": 0, "generation_s": 0.0}
+    stores = {}
+    for spec in models:
+        store = AnswerStore(output_dir / "answers" / f"{_safe(spec.label)}.jsonl", spec, generation.key(spec))
+        start = time.perf_counter()
+        made = generate_answers(spec, question_list, store, generation, device, trust_remote_code)
+        timings["generation_s"] += time.perf_counter() - start
+        timings["answers_generated"] += made
+        logger.info("%s: %d answers generated, %d reused", spec.label, made, len(store.answers) - made)
+        stores[spec.label] = store
+    return timings, stores
+
+
+def _judge_all(
+    models: list[ModelSpec],
+    question_list: list,
+    stores: dict[str, AnswerStore],
+    judge: Judge,
+    output_dir: Path,
+    timings: dict[str, float],
+) -> list[dict]:
+    """Every answer judged through the cache; `timings` gains the judge's calls and time."""
+    cache = JudgmentCache(output_dir / "judge_cache.sqlite")
+    calls_before = judge.calls
+    start = time.perf_counter()
+    try:
+        records = judge_answers(models, question_list, stores, judge, cache)
+    finally:
+        cache.close()
+    timings["judging_s"] = time.perf_counter() - start
+    timings["judge_calls"] = judge.calls - calls_before
+    timings["judgments"] = len(records)
+    timings["judgments_new"] = sum(1 for r in records if not r["cached"] and r["status"] != "error")
+    _write_jsonl(output_dir / "judgments.jsonl", records)
+    return records
 
 
 def run_lm_eval(
@@ -181,35 +210,8 @@ def judge_answers(
                 prompt = build_judge_prompt(question.turns, answers, turn, question.reference)
                 jobs.append((spec, question, turn, prompt, cache_key(identity, prompt.messages)))
 
-    def run(job) -> dict[str, Any]:
-        spec, question, turn, prompt, key = job
-        record = {
-            "model": spec.label,
-            "mode": spec.mode,
-            "question_id": question.question_id,
-            "category": question.category,
-            "language": question.language,
-            "turn": turn + 1,
-            "turn_label": f"turn {turn + 1}",
-            "judge_prompt": prompt.name,
-            "judge": judge.name,
-            "answer": stores[spec.label].answers[(question.question_id, turn)],
-            "cache_key": key,
-        }
-        reply = cache.get(key)
-        record["cached"] = reply is not None
-        if reply is None:
-            try:
-                reply = judge.complete(prompt.messages)
-            except JudgeError as error:
-                logger.warning("judge failed on %s %s turn %d: %s", spec.label, question.question_id, turn + 1, error)
-                return {**record, "rating": None, "status": "error", "error": str(error), "judgment": None}
-            cache.put(key, identity, prompt.messages, reply)
-        rating = parse_rating(reply)
-        return {**record, "rating": rating, "status": "ok" if rating is not None else "unparsed", "judgment": reply}
-
     with ThreadPoolExecutor(max_workers=max(1, judge.concurrency)) as pool:
-        records = list(pool.map(run, jobs))
+        records = list(pool.map(lambda job: _judge_one(job, judge, cache, identity, stores), jobs))
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         logger.warning(
@@ -220,6 +222,37 @@ def judge_answers(
             sum(r["status"] == "error" for r in failed),
         )
     return records
+
+
+def _judge_one(
+    job: tuple, judge: Judge, cache: JudgmentCache, identity: dict[str, Any], stores: dict[str, AnswerStore]
+) -> dict[str, Any]:
+    """One judgment: from the cache, or asked and cached; a failed request is an `error` record, never a rating."""
+    spec, question, turn, prompt, key = job
+    record = {
+        "model": spec.label,
+        "mode": spec.mode,
+        "question_id": question.question_id,
+        "category": question.category,
+        "language": question.language,
+        "turn": turn + 1,
+        "turn_label": f"turn {turn + 1}",
+        "judge_prompt": prompt.name,
+        "judge": judge.name,
+        "answer": stores[spec.label].answers[(question.question_id, turn)],
+        "cache_key": key,
+    }
+    reply = cache.get(key)
+    record["cached"] = reply is not None
+    if reply is None:
+        try:
+            reply = judge.complete(prompt.messages)
+        except JudgeError as error:
+            logger.warning("judge failed on %s %s turn %d: %s", spec.label, question.question_id, turn + 1, error)
+            return {**record, "rating": None, "status": "error", "error": str(error), "judgment": None}
+        cache.put(key, identity, prompt.messages, reply)
+    rating = parse_rating(reply)
+    return {**record, "rating": rating, "status": "ok" if rating is not None else "unparsed", "judgment": reply}
 
 
 def _safe(label: str) -> str:
