@@ -42,7 +42,7 @@ from transformers import (
     set_seed,
 )
 
-from ..checkpointing.protocol import resume_plan
+from ..checkpointing.resume import shared_resume_plan
 from ..data.sources import SkipCounter
 from ..distributed import barrier, is_main_process
 from ..training.arguments import common_training_arguments, optimizer_arguments
@@ -195,7 +195,7 @@ def run_sft(prepared: PreparedSFT, resume_from: str | None = None) -> Path:
     template) to `<run_dir>/final`."""
     trainer = prepared.trainer
     if resume_from is None:
-        plan = resume_plan(prepared.config.run_dir, prepared.config.resume)
+        plan = shared_resume_plan(prepared.config.run_dir, prepared.config.resume)
         resume_from = str(plan.checkpoint) if plan.checkpoint else None
         if is_main_process():
             logger.info(plan.notice)

@@ -25,7 +25,7 @@ from transformers import (
     set_seed,
 )
 
-from ..checkpointing.protocol import resume_plan
+from ..checkpointing.resume import shared_resume_plan
 from ..data import DataSource, OnlineDataScheduler, PackedWindowCollator, attach, load_sources, training_arguments
 from ..data.callbacks import data_report, format_data_report, write_data_report
 from ..data.mixture import Exp3Feedback
@@ -169,7 +169,7 @@ def build_trainer(config: RunConfig) -> PreparedRun:
         data_collator=PackedWindowCollator(),
         processing_class=tokenizer,
     )
-    plan = resume_plan(config.run_dir, config.resume)
+    plan = shared_resume_plan(config.run_dir, config.resume)
     resume_from = str(plan.checkpoint) if plan.checkpoint else None
     feedback = Exp3Feedback(**config.data.feedback.model_dump()) if config.data.feedback is not None else None
     attach(
