@@ -28,6 +28,9 @@ _EXPORTS = {
     "newest_complete_checkpoint": "protocol",
     "resume_plan": "protocol",
     "shared_resume_plan": "resume",
+    "CheckpointSaveError": "storage",
+    "DiskSpaceCallback": "storage",
+    "guard_checkpoint_saves": "storage",
     "CheckpointCompletionCallback": "completion",
     "ensure_completion_marking": "completion",
 }

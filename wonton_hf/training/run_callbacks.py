@@ -12,6 +12,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..checkpointing.completion import ensure_completion_marking
+from ..checkpointing.storage import guard_checkpoint_saves
 from .console import use_console
 
 
@@ -39,6 +40,7 @@ def install_run_callbacks(trainer: Any, monitors_config: Any) -> None:
 
         add_monitors(trainer, *monitors)
     use_console(trainer)
+    guard_checkpoint_saves(trainer)  # free space checked before each save; a failed save says what failed
     ensure_completion_marking(trainer)  # checkpoints become resume points only once every rank wrote them
 
 
