@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from tests.callbacks.helpers import tiny_model, trainer, training_args
-from wonton_hf.checkpointing import CheckpointCompletionCallback, CheckpointSaveError, verify_checkpoint
-from wonton_hf.checkpointing import storage
+from wonton_hf.checkpointing import CheckpointCompletionCallback, CheckpointSaveError, storage, verify_checkpoint
 from wonton_hf.checkpointing.storage import guard_checkpoint_saves
 
 Usage = namedtuple("Usage", "total used free")

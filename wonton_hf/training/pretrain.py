@@ -25,6 +25,7 @@ from transformers import (
     set_seed,
 )
 
+from ..checkpointing.preemption import exit_if_preempted
 from ..checkpointing.resume import shared_resume_plan
 from ..data import DataSource, OnlineDataScheduler, PackedWindowCollator, attach, load_sources, training_arguments
 from ..data.callbacks import data_report, format_data_report, write_data_report
@@ -180,7 +181,7 @@ def build_trainer(config: RunConfig) -> PreparedRun:
         feedback=feedback,
         resume_from=resume_from,
     )
-    install_run_callbacks(trainer, config.monitors)  # monitors, console; the completion marker last
+    install_run_callbacks(trainer, config.monitors, config.train)  # monitors, console; the completion marker last
     return PreparedRun(config, trainer, scheduler, tokenizer, resume_from, plan.notice)
 
 
@@ -191,6 +192,7 @@ def run(prepared: PreparedRun) -> Path:
         logger.info(prepared.resume_notice)
     with quiet_progress_bars():  # checkpoint saves would draw a "Writing model shards" bar each
         trainer.train(resume_from_checkpoint=prepared.resume_from)
+    exit_if_preempted(trainer, prepared.config.run_dir)
     report_data(prepared)
     final = prepared.config.run_dir / "final"
     if any(getattr(cb, "needs_resume", False) for cb in trainer.callback_handler.callbacks):
