@@ -37,6 +37,7 @@ from ..models.wonton import WontonForCausalLM
 from .arguments import common_training_arguments, optimizer_arguments, scheduler_kwargs
 from .config import RunConfig, dump_run_config
 from .console import quiet_progress_bars
+from .elastic import prepare_world_size_change
 from .launch_checks import check_launch
 from .model_init import fresh_wonton_model
 from .run_callbacks import install_run_callbacks
@@ -182,7 +183,9 @@ def build_trainer(config: RunConfig) -> PreparedRun:
         resume_from=resume_from,
     )
     install_run_callbacks(trainer, config.monitors, config.train)  # monitors, console; the completion marker last
-    return PreparedRun(config, trainer, scheduler, tokenizer, resume_from, plan.notice)
+    elastic = prepare_world_size_change(trainer, resume_from)  # DeepSpeed shards re-sliced for another world size
+    notice = f"{plan.notice} {elastic}" if elastic else plan.notice
+    return PreparedRun(config, trainer, scheduler, tokenizer, resume_from, notice)
 
 
 def run(prepared: PreparedRun) -> Path:
