@@ -1,4 +1,4 @@
-"""Checkpoint integrity: the COMPLETE marker is a manifest (size + BLAKE2b of every file); resume and SpikeGuard's
+"""Checkpoint integrity: the COMPLETE marker is a manifest (size + SHA-256 of every file); resume and SpikeGuard's
 rollback verify it, name a damaged checkpoint and file, and fall back to the previous good one."""
 
 import json
@@ -35,7 +35,7 @@ def _flip(path, offset=8192, length=4096):
 def test_the_marker_records_every_file_with_size_and_hash(tmp_path):
     checkpoint = _checkpoint(tmp_path, 10)
     record = json.loads((checkpoint / "COMPLETE").read_text())
-    assert record["step"] == 10 and record["world_size"] == 2 and record["hash"] == "blake2b"
+    assert record["step"] == 10 and record["world_size"] == 2 and record["hash"] == "sha256"
     assert set(record["files"]) == {
         "model.safetensors",
         "trainer_state.json",

@@ -13,7 +13,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "verify-checkpoint",
         help=HELP,
-        description="Re-read every file of a checkpoint and compare its size and BLAKE2b hash with the manifest in "
+        description="Re-read every file of a checkpoint and compare its size and SHA-256 hash with the manifest in "
         "its COMPLETE marker (what a resume does before loading it). Given a run directory, checks each of its "
         "checkpoints. Exit status 0 when all pass, 1 when one fails or is incomplete.",
     )

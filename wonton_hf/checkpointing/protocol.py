@@ -7,13 +7,13 @@ marker is never a resume point (`newest_complete_checkpoint`) nor a rollback poi
 the same function with `at_or_before`), whether or not other checkpoints of the run carry one. `resume_plan`
 says in one line where a run starts and why.
 
-Integrity: the marker is also the checkpoint's manifest — every file's size and BLAKE2b hash, taken when the
+Integrity: the marker is also the checkpoint's manifest — every file's size and SHA-256 hash, taken when the
 checkpoint is marked complete. A disk, a copy or a network file system can damage a file after the save (a
 flipped block in `model.safetensors` keeps its header and loads without complaint), and training on it is
 silent. `verify_checkpoint` re-reads and compares; `newest_verified_checkpoint` is the lookup resume and
 SpikeGuard's rollback use: a checkpoint that fails is named (checkpoint and file) and the previous complete one
-is taken. BLAKE2b from `hashlib` (no extra dependency; ~1 GB/s a core on CPUs without SHA extensions) hashed
-in threads: `hashlib` releases the GIL on large buffers, so files hash in parallel.
+is taken. SHA-256 from `hashlib` (no extra dependency; the fastest of hashlib's on CPUs with SHA extensions),
+hashed in threads: `hashlib` releases the GIL on large buffers, so files hash in parallel.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def is_complete(checkpoint: str | Path) -> bool:
     return (Path(checkpoint) / COMPLETE_MARKER).is_file()
 
 
-HASH_ALGORITHM = "blake2b"
+HASH_ALGORITHM = "sha256"
+"""measured on this project's CPU machine: sha256 745 MB/s (SHA extensions), blake2b 496, md5 439 per core; the
+algorithm is recorded in each marker, so a change here keeps old checkpoints verifiable"""
 _CHUNK = 8 << 20
 _NOT_IN_MANIFEST = re.compile(rf"^(\.?{COMPLETE_MARKER}(\.tmp)?|latest_universal|global_step\d+_universal)$")
 """The marker itself, and what is added to a checkpoint after it was marked: DeepSpeed's universal conversion
