@@ -34,6 +34,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "wonton_hf.training.cli",
         "average the weights of a run's last K complete checkpoints into a model directory",
     ),
+    "verify-checkpoint": (
+        "wonton_hf.checkpointing.cli",
+        "check a checkpoint's files against the sizes and hashes recorded when it was marked complete",
+    ),
     "chat": ("wonton_hf.chat.cli", "talk to a chat model in the terminal ([INST] template, streamed replies)"),
 }
 """subcommand -> (module whose `add_subcommands` registers it, one-line help)"""

@@ -45,8 +45,8 @@ import torch
 from torch import nn
 from transformers.trainer_callback import ExportableState
 
-from ..checkpointing.protocol import checkpoint_step, list_checkpoints, newest_complete_checkpoint
-from ..distributed import barrier, is_main_process
+from ..checkpointing.protocol import checkpoint_step, list_checkpoints, newest_verified_checkpoint
+from ..distributed import barrier, broadcast_object, is_main_process
 from ._common import LoggingCallback, StepLossCapture, step_metrics, uses_deepspeed
 from .options import SpikeGuardOptions
 
@@ -220,7 +220,7 @@ class SpikeGuard(LoggingCallback, ExportableState, SpikeGuardOptions):
             return
         self._state["bad_in_a_row"] = 0
         self._state["streak_from_metrics"] = False
-        checkpoint = newest_complete_checkpoint(args.output_dir, at_or_before=self._state["last_good_step"])
+        checkpoint = self._rollback_point(args.output_dir)
         if checkpoint is None:
             self._event(
                 control,
@@ -238,6 +238,16 @@ class SpikeGuard(LoggingCallback, ExportableState, SpikeGuardOptions):
             state.global_step = target
         self._state["last_good_step"] = state.global_step
         self._event(control, step, "rollback", to_step=target, checkpoint=str(checkpoint), steps_undone=step - target)
+
+    def _rollback_point(self, output_dir: str) -> Path | None:
+        """The newest complete checkpoint at or before the last good step that passes verification (the lookup
+        resume uses), chosen on rank 0 for all ranks; damaged ones are named in the log and passed over."""
+        checkpoint = None
+        if is_main_process():
+            checkpoint, failed = newest_verified_checkpoint(output_dir, at_or_before=self._state["last_good_step"])
+            for result in failed:
+                logger.error("SpikeGuard: not rolling back to %s", result.summary())
+        return broadcast_object(checkpoint)
 
 
 def _load_weights(checkpoint: Path, model: nn.Module) -> None:

@@ -42,7 +42,8 @@ from transformers import (
     set_seed,
 )
 
-from ..checkpointing.protocol import resume_plan
+from ..checkpointing.preemption import exit_if_preempted
+from ..checkpointing.resume import shared_resume_plan
 from ..data.sources import SkipCounter
 from ..distributed import barrier, is_main_process
 from ..training.arguments import common_training_arguments, optimizer_arguments
@@ -186,7 +187,7 @@ def build_sft_trainer(config: SFTRunConfig, callbacks: list[TrainerCallback] | N
     model, tokenizer, origin = load_model_and_tokenizer(config)
     logger.info("SFT of %s on %d conversations (%s)", origin, len(dataset), report.summary())
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
-    install_run_callbacks(trainer, config.monitors)  # monitors, console; the completion marker last
+    install_run_callbacks(trainer, config.monitors, config.train)  # monitors, console; the completion marker last
     return PreparedSFT(config, trainer, tokenizer, report, origin)
 
 
@@ -195,12 +196,13 @@ def run_sft(prepared: PreparedSFT, resume_from: str | None = None) -> Path:
     template) to `<run_dir>/final`."""
     trainer = prepared.trainer
     if resume_from is None:
-        plan = resume_plan(prepared.config.run_dir, prepared.config.resume)
+        plan = shared_resume_plan(prepared.config.run_dir, prepared.config.resume)
         resume_from = str(plan.checkpoint) if plan.checkpoint else None
         if is_main_process():
             logger.info(plan.notice)
     with quiet_progress_bars():
         trainer.train(resume_from_checkpoint=resume_from)
+    exit_if_preempted(trainer, prepared.config.run_dir)
     final = prepared.config.run_dir / "final"
     with quiet_progress_bars():
         trainer.save_model(str(final))

@@ -3,7 +3,8 @@
 The Trainer writes `checkpoint-N/` piece by piece (weights, optimizer shards per rank, scheduler, RNG per
 rank, trainer state, the data scheduler's per-rank state from its callback) and nothing marks the end.
 This callback runs after every other `on_save` (it must be last), waits for all ranks, and only then lets
-rank 0 write the marker (`protocol.mark_complete`).
+rank 0 write the marker (`protocol.mark_complete`) with the manifest (sizes and hashes of every file) that
+resume verifies, and the world size that wrote it (a resume on another one converts DeepSpeed's shards).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..distributed import barrier
+from ..distributed import barrier, world_size
 from .protocol import CHECKPOINT_PREFIX, mark_complete
 
 
@@ -25,7 +26,7 @@ class CheckpointCompletionCallback(TrainerCallback):
         if state.is_world_process_zero:
             checkpoint = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}-{state.global_step}"
             if checkpoint.is_dir():
-                mark_complete(checkpoint, state.global_step)
+                mark_complete(checkpoint, state.global_step, world_size=world_size())
         barrier()  # nobody proceeds (or gets killed) believing a checkpoint is final before it is
         return control
 

@@ -126,6 +126,13 @@ class CommonTrainFields(Section):
     """`TrainingArguments.report_to` integrations (tensorboard, wandb, trackio, none, ...)"""
     seed: int = 42
     """seed of the initial weights, the data order and the sampling"""
+    preemption_signals: list[Literal["SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP"]] = Field(
+        default_factory=lambda: ["SIGTERM", "SIGUSR1"]
+    )
+    """signals that end the current step, write a complete checkpoint on every rank and exit (preemption); [] keeps
+    Python's default (die at once)"""
+    preemption_exit_code: int = Field(143, ge=0, le=255)
+    """exit code after a preemption checkpoint (143 = 128 + SIGTERM, what schedulers read as "terminated")"""
 
 
 # ---- pretraining sections ----

@@ -25,7 +25,8 @@ from transformers import (
     set_seed,
 )
 
-from ..checkpointing.protocol import resume_plan
+from ..checkpointing.preemption import exit_if_preempted
+from ..checkpointing.resume import shared_resume_plan
 from ..data import DataSource, OnlineDataScheduler, PackedWindowCollator, attach, load_sources, training_arguments
 from ..data.callbacks import data_report, format_data_report, write_data_report
 from ..data.mixture import Exp3Feedback
@@ -36,6 +37,7 @@ from ..models.wonton import WontonForCausalLM
 from .arguments import common_training_arguments, optimizer_arguments, scheduler_kwargs
 from .config import RunConfig, dump_run_config
 from .console import quiet_progress_bars
+from .elastic import prepare_world_size_change
 from .launch_checks import check_launch
 from .model_init import fresh_wonton_model
 from .run_callbacks import install_run_callbacks
@@ -169,7 +171,7 @@ def build_trainer(config: RunConfig) -> PreparedRun:
         data_collator=PackedWindowCollator(),
         processing_class=tokenizer,
     )
-    plan = resume_plan(config.run_dir, config.resume)
+    plan = shared_resume_plan(config.run_dir, config.resume)
     resume_from = str(plan.checkpoint) if plan.checkpoint else None
     feedback = Exp3Feedback(**config.data.feedback.model_dump()) if config.data.feedback is not None else None
     attach(
@@ -180,8 +182,10 @@ def build_trainer(config: RunConfig) -> PreparedRun:
         feedback=feedback,
         resume_from=resume_from,
     )
-    install_run_callbacks(trainer, config.monitors)  # monitors, console; the completion marker last
-    return PreparedRun(config, trainer, scheduler, tokenizer, resume_from, plan.notice)
+    install_run_callbacks(trainer, config.monitors, config.train)  # monitors, console; the completion marker last
+    elastic = prepare_world_size_change(trainer, resume_from)  # DeepSpeed shards re-sliced for another world size
+    notice = f"{plan.notice} {elastic}" if elastic else plan.notice
+    return PreparedRun(config, trainer, scheduler, tokenizer, resume_from, notice)
 
 
 def run(prepared: PreparedRun) -> Path:
@@ -191,6 +195,7 @@ def run(prepared: PreparedRun) -> Path:
         logger.info(prepared.resume_notice)
     with quiet_progress_bars():  # checkpoint saves would draw a "Writing model shards" bar each
         trainer.train(resume_from_checkpoint=prepared.resume_from)
+    exit_if_preempted(trainer, prepared.config.run_dir)
     report_data(prepared)
     final = prepared.config.run_dir / "final"
     if any(getattr(cb, "needs_resume", False) for cb in trainer.callback_handler.callbacks):

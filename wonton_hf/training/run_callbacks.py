@@ -12,6 +12,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..checkpointing.completion import ensure_completion_marking
+from ..checkpointing.preemption import DEFAULT_SIGNALS, PREEMPTED_EXIT_CODE, install_preemption_handling
+from ..checkpointing.storage import guard_checkpoint_saves
 from .console import use_console
 
 
@@ -30,15 +32,22 @@ def build_monitors(monitors_config: Any) -> list[TrainerCallback]:
     return [classes[name](**options) for name, options in wanted.items()]
 
 
-def install_run_callbacks(trainer: Any, monitors_config: Any) -> None:
+def install_run_callbacks(trainer: Any, monitors_config: Any, train_config: Any = None) -> None:
     """The configured monitors (ahead of the reporters, so TensorBoard & co. see their metrics), one short console
-    line per log event instead of the whole metrics dict, and the completion marker last."""
+    line per log event instead of the whole metrics dict, preemption handling (`train_config.preemption_*`), the
+    save guards (free space, clear errors) and the completion marker last."""
     monitors = build_monitors(monitors_config)
     if monitors:
         from ..callbacks import add_monitors
 
         add_monitors(trainer, *monitors)
     use_console(trainer)
+    install_preemption_handling(  # ahead of the save guards: the save it asks for is checked like any other
+        trainer,
+        getattr(train_config, "preemption_signals", DEFAULT_SIGNALS),
+        getattr(train_config, "preemption_exit_code", PREEMPTED_EXIT_CODE),
+    )
+    guard_checkpoint_saves(trainer)  # free space checked before each save; a failed save says what failed
     ensure_completion_marking(trainer)  # checkpoints become resume points only once every rank wrote them
 
 
