@@ -152,3 +152,58 @@ def test_averaging_takes_the_newest_complete_checkpoints_by_step(tmp_path, last,
     assert report.steps == steps
     averaged = load_file(str(tmp_path / "averaged" / "model.safetensors"))["weight"]
     torch.testing.assert_close(averaged, torch.full((2,), sum(steps) / len(steps)))
+
+
+# ---- rotation happens after the marker, over complete checkpoints only ----
+
+
+def test_pruning_keeps_the_newest_complete_checkpoints_and_leaves_incomplete_ones(tmp_path):
+    from wonton_hf.checkpointing import list_checkpoints, prune_complete_checkpoints
+
+    _checkpoints(tmp_path, complete=(8, 9, 10, 100), incomplete=(1000,))
+    deleted = prune_complete_checkpoints(tmp_path, keep=2)
+    assert [p.name for p in deleted] == ["checkpoint-8", "checkpoint-9"]
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [10, 100, 1000]
+    with pytest.raises(ValueError, match="at least 1"):
+        prune_complete_checkpoints(tmp_path, keep=0)
+
+
+def test_a_save_never_leaves_the_run_without_a_complete_checkpoint(tmp_path):
+    """With a limit of 1, the Trainer's own rotation deletes checkpoint-(N-1) inside the save of N, before N is
+    marked: a kill there leaves no resume point. Here, at every later save, the previous complete checkpoint is
+    still on disk while the new one is being written, and only the newest `keep` remain at the end."""
+    import torch
+    from transformers import TrainerCallback
+
+    from wonton_hf.checkpointing import ensure_completion_marking, newest_complete_checkpoint
+
+    class Regression(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 1)
+
+        def forward(self, x, labels):
+            return {"loss": torch.nn.functional.mse_loss(self.linear(x).squeeze(-1), labels)}
+
+    seen = []
+
+    class WhileSaving(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            seen.append((state.global_step, newest_complete_checkpoint(args.output_dir)))
+
+    data = [{"x": torch.randn(2), "labels": torch.randn(())} for _ in range(16)]
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=4, save_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True
+    )
+    trainer = Trainer(model=Regression(), args=args, train_dataset=data)
+    trainer.add_callback(WhileSaving())
+    ensure_completion_marking(trainer, keep=1)
+    trainer.train()
+    assert [(step, ckpt.name if ckpt else None) for step, ckpt in seen] == [
+        (1, None),
+        (2, "checkpoint-1"),
+        (3, "checkpoint-2"),
+        (4, "checkpoint-3"),
+    ]
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-4"]
+    assert (tmp_path / "checkpoint-4" / COMPLETE_MARKER).is_file()

@@ -24,6 +24,7 @@ _EXPORTS = {
     "checkpoint_step": "protocol",
     "is_complete": "protocol",
     "list_checkpoints": "protocol",
+    "prune_complete_checkpoints": "protocol",
     "mark_complete": "protocol",
     "newest_complete_checkpoint": "protocol",
     "resume_plan": "protocol",

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +54,25 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 def is_complete(checkpoint: str | Path) -> bool:
     return (Path(checkpoint) / COMPLETE_MARKER).is_file()
+
+
+def prune_complete_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
+    """Delete the oldest complete checkpoints beyond the newest `keep`; return what was deleted.
+
+    Why not the Trainer's `save_total_limit` rotation: it runs inside the save, before the new checkpoint is marked
+    complete, and counts incomplete directories too, so with a limit of 1 a kill at that moment leaves no resume
+    point, and a damaged newest checkpoint has no fallback. Run once the newest is marked, this deletes only
+    complete checkpoints and never the newest `keep`; the marker goes first, so a deletion cut short leaves an
+    incomplete directory, never a complete-looking partial one. Incomplete directories are left for the operator.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+    complete = [path for _, path in list_checkpoints(run_dir) if is_complete(path)]
+    doomed = complete[:-keep]
+    for path in doomed:
+        (path / COMPLETE_MARKER).unlink(missing_ok=True)
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
 
 
 HASH_ALGORITHM = "sha256"

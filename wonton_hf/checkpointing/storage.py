@@ -14,8 +14,9 @@ which names neither the disk nor the directory. Two guards, both installed by `g
   and a look at the directory afterwards (free space, read-only mount, write permission) — and re-raised as
   `CheckpointSaveError` saying what it is.
 
-Nothing already saved is touched by a failed save: the Trainer deletes old checkpoints (`save_total_limit`) only
-after a save returns, and the failed `checkpoint-N/` has no `COMPLETE` marker, so no resume or rollback reads it.
+Nothing already saved is touched by a failed save: old checkpoints are deleted (`save_total_limit`) only once the
+new one is marked complete (`completion.CheckpointCompletionCallback`), and the failed `checkpoint-N/` has no
+`COMPLETE` marker, so no resume or rollback reads it.
 Each rank checks its own view of the directory (node-local disks differ) and all ranks agree before stopping,
 so no rank is left waiting in a collective for one that stopped.
 """

@@ -24,7 +24,7 @@ def common_training_arguments(config: Any) -> dict[str, Any]:
         deepspeed=train.deepspeed,
         logging_steps=train.logging_steps,
         save_steps=train.save_steps,
-        save_total_limit=train.save_total_limit,
+        save_total_limit=None,  # rotation after the COMPLETE marker: run_callbacks passes train.save_total_limit
         report_to=train.report_to,
         seed=train.seed,
         data_seed=train.seed,

@@ -48,7 +48,8 @@ def install_run_callbacks(trainer: Any, monitors_config: Any, train_config: Any 
         getattr(train_config, "preemption_exit_code", PREEMPTED_EXIT_CODE),
     )
     guard_checkpoint_saves(trainer)  # free space checked before each save; a failed save says what failed
-    ensure_completion_marking(trainer)  # checkpoints become resume points only once every rank wrote them
+    # Checkpoints become resume points only once every rank wrote them; old ones are deleted only after that.
+    ensure_completion_marking(trainer, keep=getattr(train_config, "save_total_limit", None))
 
 
 __all__ = ["build_monitors", "install_run_callbacks"]
