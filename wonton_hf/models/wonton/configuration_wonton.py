@@ -88,6 +88,12 @@ class WontonConfig(PreTrainedConfig):
             logits, which the paper found necessary for a stable 7B run.
         z_loss_coef: PaLM's z-loss, `coef * mean(logsumexp(logits)^2)`; 0 disables it (the default).
         max_z_loss_coef: Baichuan 2's max-z loss, `coef * mean(max(logits)^2)`; the paper's default.
+        loss_chunk_size: tokens per chunk of the training loss's output head. A training step with labels then
+            computes the head, cross-entropy, z-loss and max-z loss chunk by chunk and never holds the
+            `[tokens, vocab]` logits or their gradient (peak memory of the head: one `[chunk, vocab]` buffer);
+            `logits` are not returned in that mode. 0 turns it off (full logits, the fused loss). The default,
+            1024, is a few hundred MB per buffer at the paper's vocabulary, large enough to keep the matmuls
+            efficient on CPU and GPU (benchmarks/head_memory.py).
         scaled_residual_init: scale the init std of the two projections that write into the residual
             stream (attention output, MLP down) by `1/sqrt(2 * num_hidden_layers)` (GPT-2's rule).
 
@@ -128,6 +134,7 @@ class WontonConfig(PreTrainedConfig):
     scaled_residual_init: bool = True
     z_loss_coef: float = 0.0
     max_z_loss_coef: float = 2e-4
+    loss_chunk_size: int = 1024
     embedding_dropout: float = 0.0
     attention_dropout: float = 0.0
     hidden_dropout: float = 0.0
@@ -202,6 +209,10 @@ class WontonConfig(PreTrainedConfig):
         for name in ("z_loss_coef", "max_z_loss_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0 (0 disables the term), got {getattr(self, name)}.")
+        if self.loss_chunk_size < 0:
+            raise ValueError(
+                f"`loss_chunk_size` must be >= 0 (0 turns the chunked loss off), got {self.loss_chunk_size}."
+            )
         for name in ("embedding_dropout", "attention_dropout", "hidden_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
