@@ -46,7 +46,8 @@ def test_forward_backward_shapes():
     model = tiny_model().train()
     ids = tokens(3, 10)
     out = model(input_ids=ids, labels=ids)
-    assert out.logits.shape == (3, 10, VOCAB)
+    assert out.logits is None and out.logits_mean.shape == (3, 10)  # a training step: the chunked head
+    assert model(input_ids=ids, labels=ids, return_logits=True).logits.shape == (3, 10, VOCAB)
     out.loss.backward()
     assert all(p.grad is not None for p in model.parameters())
     hidden = model.model(input_ids=ids, output_hidden_states=True)
@@ -277,12 +278,14 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
     assert "remote-ok" in result.stdout, result.stderr[-3000:]
 
 
+@pytest.mark.parametrize("chunked", [True, False])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_forward_and_backward(dtype):
+def test_half_precision_forward_and_backward(dtype, chunked):
     model = tiny_model().to(dtype).train()
     ids = tokens(2, 8)
-    out = model(input_ids=ids, labels=ids)
-    assert out.logits.dtype == dtype and torch.isfinite(out.loss)
+    out = model(input_ids=ids, labels=ids, return_logits=None if chunked else True)
+    assert (out.logits is None) if chunked else (out.logits.dtype == dtype)
+    assert torch.isfinite(out.loss)
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
@@ -341,7 +344,7 @@ def test_token_loss_is_the_per_token_cross_entropy_of_the_fused_pass():
     ids = tokens(2, 9)
     labels = ids.clone()
     labels[1, :3] = -100
-    out = model(input_ids=ids, labels=labels, return_token_loss=True)
+    out = model(input_ids=ids, labels=labels, return_token_loss=True, return_logits=True)
     assert out.token_loss.shape == labels.shape and not out.token_loss.requires_grad
     expected = F.cross_entropy(
         out.logits[:, :-1].float().reshape(-1, VOCAB), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="none"
