@@ -652,12 +652,14 @@ def chunked_language_model_loss(
     z_loss_coef: float = 0.0,
     max_z_loss_coef: float = 0.0,
     chunk_size: int = 1024,
+    skip_ignored: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """`language_model_loss(hidden_states @ weight.T + bias, ...)` without ever holding the logits.
 
     Returns `(loss, ce, z, max_z, token_ce)`: `loss = ce + z_loss_coef * z + max_z_loss_coef * max_z` is the only
     differentiable output (see `_ChunkedLanguageModelLoss`); `token_ce` is shaped like the shifted labels. Same
-    tokens and denominator as `language_model_loss`. Eagerly, rows whose label is -100 are dropped before the head
+    tokens and denominator as `language_model_loss`. Eagerly (and with `skip_ignored`), rows whose label is -100 are
+    dropped before the head
     (they contribute to nothing): padding and prompt tokens cost no vocabulary work. Under `torch.compile` every row
     is scored (no data-dependent shapes).
     """
@@ -688,7 +690,7 @@ def chunked_language_model_loss(
         grad_on and weight.requires_grad,
         grad_on and bias is not None and bias.requires_grad,
     )
-    compact = not is_tracing(hidden)
+    compact = skip_ignored and not is_tracing(hidden)
     if compact:
         index = keep.nonzero().squeeze(1)
         hidden, targets = hidden.index_select(0, index), targets.index_select(0, index)
