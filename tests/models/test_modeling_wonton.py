@@ -46,7 +46,8 @@ def test_forward_backward_shapes():
     model = tiny_model().train()
     ids = tokens(3, 10)
     out = model(input_ids=ids, labels=ids)
-    assert out.logits.shape == (3, 10, VOCAB)
+    assert out.logits is None and out.logits_mean.shape == (3, 10)  # a training step: the chunked head
+    assert model(input_ids=ids, labels=ids, return_logits=True).logits.shape == (3, 10, VOCAB)
     out.loss.backward()
     assert all(p.grad is not None for p in model.parameters())
     hidden = model.model(input_ids=ids, output_hidden_states=True)
@@ -288,15 +289,23 @@ HALF_TOLERANCES = {
 }
 
 
+@pytest.mark.parametrize("chunked", [True, False])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_forward_and_backward_match_fp32(dtype):
-    """The same weights in half precision give fp32's logits, loss and gradients within the stated tolerance."""
+def test_half_precision_forward_and_backward_match_fp32(dtype, chunked):
+    """The same weights in half precision give fp32's logits, loss and gradients within the stated tolerance, on
+    the chunked training head (no logits returned) and on the full-logits path."""
     logits_atol, loss_rtol, grad_rtol = HALF_TOLERANCES[dtype]
     reference, model = tiny_model().train(), tiny_model().to(dtype).train()
     ids = tokens(2, 8)
-    expected, out = reference(input_ids=ids, labels=ids), model(input_ids=ids, labels=ids)
-    assert out.logits.dtype == dtype and torch.isfinite(out.loss)
-    torch.testing.assert_close(out.logits.float(), expected.logits, atol=logits_atol, rtol=0)
+    return_logits = None if chunked else True
+    expected = reference(input_ids=ids, labels=ids, return_logits=return_logits)
+    out = model(input_ids=ids, labels=ids, return_logits=return_logits)
+    assert torch.isfinite(out.loss)
+    if chunked:
+        assert out.logits is None
+    else:
+        assert out.logits.dtype == dtype
+        torch.testing.assert_close(out.logits.float(), expected.logits, atol=logits_atol, rtol=0)
     torch.testing.assert_close(out.loss.float(), expected.loss, atol=0, rtol=loss_rtol)
     out.loss.backward()
     expected.loss.backward()
@@ -361,7 +370,7 @@ def test_token_loss_is_the_per_token_cross_entropy_of_the_fused_pass():
     ids = tokens(2, 9)
     labels = ids.clone()
     labels[1, :3] = -100
-    out = model(input_ids=ids, labels=labels, return_token_loss=True)
+    out = model(input_ids=ids, labels=labels, return_token_loss=True, return_logits=True)
     assert out.token_loss.shape == labels.shape and not out.token_loss.requires_grad
     expected = F.cross_entropy(
         out.logits[:, :-1].float().reshape(-1, VOCAB), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="none"

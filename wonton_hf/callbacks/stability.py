@@ -181,6 +181,8 @@ class StabilityMonitor(LoggingCallback, StabilityOptions):
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         if head is not None:
             self._handles.append(head.register_forward_hook(self._logits_hook))
+        # A chunked training loss (Wonton's `loss_chunk_size`) never calls the head: it returns `logits_mean`.
+        self._handles.append(model.register_forward_hook(self._logits_mean_hook))
         self._losses.attach(model)
         self._handles.append(self._losses)
 
@@ -234,6 +236,11 @@ class StabilityMonitor(LoggingCallback, StabilityOptions):
                 self._stats["out"].append(
                     (per_token.sum(), torch.tensor(float(per_token.numel()), device=per_token.device))
                 )
+
+    def _logits_mean_hook(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        per_token = getattr(output, "logits_mean", None)
+        if module.training and isinstance(per_token, torch.Tensor):
+            self._logits_hook(module, inputs, per_token[..., None])  # mean over a size-1 last dim: itself
 
     @staticmethod
     def _add(table: dict, index: int, total: torch.Tensor, count: torch.Tensor) -> None:

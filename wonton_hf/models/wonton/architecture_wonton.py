@@ -103,6 +103,7 @@ class WontonArchitecture:
     scaled_residual_init: bool = True
     z_loss_coef: float = 0.0
     max_z_loss_coef: float = 2e-4
+    loss_chunk_size: int = 1024
     embedding_dropout: float = 0.0
     attention_dropout: float = 0.0
     hidden_dropout: float = 0.0
@@ -178,6 +179,13 @@ def _value_problems(shape: Any, activations: Collection[str] | None) -> list[tup
     for name in ("z_loss_coef", "max_z_loss_coef"):
         if getattr(shape, name) < 0:
             found.append((name, f"`{name}` must be >= 0 (0 disables the term), got {getattr(shape, name)}."))
+    if shape.loss_chunk_size < 0:
+        found.append(
+            (
+                "loss_chunk_size",
+                f"`loss_chunk_size` must be >= 0 (0 turns the chunked loss off), got {shape.loss_chunk_size}.",
+            )
+        )
     for name in ("embedding_dropout", "attention_dropout", "hidden_dropout"):
         if not 0.0 <= getattr(shape, name) < 1.0:
             found.append((name, f"`{name}` must be in [0, 1), got {getattr(shape, name)}."))

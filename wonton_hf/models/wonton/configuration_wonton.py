@@ -35,6 +35,18 @@ class WontonConfig(WontonArchitecture, PreTrainedConfig):
             logits, which the paper found necessary for a stable 7B run.
         z_loss_coef: PaLM's z-loss, `coef * mean(logsumexp(logits)^2)`; 0 disables it (the default).
         max_z_loss_coef: Baichuan 2's max-z loss, `coef * mean(max(logits)^2)`; the paper's default.
+        loss_chunk_size: tokens per chunk of the training loss's output head. A training step with labels then
+            computes the head, cross-entropy, z-loss and max-z loss chunk by chunk and never holds the
+            `[tokens, vocab]` logits or their gradient (peak memory of the head: one `[chunk, vocab]` buffer);
+            `logits` are not returned in that mode. 0 turns it off (full logits, the fused loss). The default,
+            1024, is a few hundred MB per buffer at the paper's vocabulary, large enough to keep the matmuls
+            efficient on CPU and GPU (benchmarks/head_memory.py).
+        loss_chunk_size: tokens per chunk of the training loss's output head. A training step with labels then
+            computes the head, cross-entropy, z-loss and max-z loss chunk by chunk and never holds the
+            `[tokens, vocab]` logits or their gradient (peak memory of the head: one `[chunk, vocab]` buffer);
+            `logits` are not returned in that mode. 0 turns it off (full logits, the fused loss). The default,
+            1024, is a few hundred MB per buffer at the paper's vocabulary, large enough to keep the matmuls
+            efficient on CPU and GPU (benchmarks/head_memory.py).
         scaled_residual_init: scale the init std of the two projections that write into the residual
             stream (attention output, MLP down) by `1/sqrt(2 * num_hidden_layers)` (GPT-2's rule).
 

@@ -53,12 +53,17 @@ class WontonCausalLMOutputWithPast(CausalLMOutputWithPast):
     token_loss: only with `return_token_loss=True`: the per-token cross-entropy the fused loss computed anyway,
         fp32, detached, shaped like the labels; position t scores label t+1, 0 where nothing is scored.
         Per-source loss accounting reads it instead of running a second cross-entropy over the logits.
+    logits: `None` when the chunked head computed the loss (a training step with `config.loss_chunk_size > 0`,
+        see `WontonForCausalLM.forward`'s `return_logits`): that mode never builds the `[tokens, vocab]` logits.
+    logits_mean: only in that mode: the mean logit over the vocabulary per position (fp32, detached, `[B, T]`),
+        computed as `h . mean(W) + mean(b)`, for stability monitors that would otherwise hook the output head.
     """
 
     ce_loss: torch.FloatTensor | None = None
     z_loss: torch.FloatTensor | None = None
     max_z_loss: torch.FloatTensor | None = None
     token_loss: torch.FloatTensor | None = None
+    logits_mean: torch.FloatTensor | None = None
 
 
 # Copied from transformers.models.gpt_neox.modeling_gpt_neox.GPTNeoXRotaryEmbedding (full head dim here)
@@ -456,7 +461,8 @@ class _FusedLanguageModelLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, denominator: torch.Tensor):
-        logits32 = logits.float()  # [N, V]; no copy when already fp32
+        # fp32 at least (no copy when already fp32); float64 stays float64, for exact gradient checks.
+        logits32 = logits.to(torch.promote_types(logits.dtype, torch.float32))  # [N, V]
         top, top_index = logits32.max(dim=-1)
         # exp(logits - max) is both the logsumexp's work and, rescaled, the softmax the backward needs:
         # keeping it costs the same memory as the log_softmax output a stock cross-entropy keeps.
@@ -465,7 +471,7 @@ class _FusedLanguageModelLoss(torch.autograd.Function):
         lse = sum_exp.log() + top
         keep = targets != -100
         safe_targets = targets.masked_fill(~keep, 0)
-        weight = keep.float() / denominator
+        weight = keep.to(logits32.dtype) / denominator
         target_logit = logits32.gather(1, safe_targets[:, None]).squeeze(1)
         token_ce = (lse - target_logit).masked_fill_(~keep, 0.0)
         ce = (token_ce * weight).sum()
@@ -518,6 +524,184 @@ def language_model_loss(
     return ce, z, max_z
 
 
+class _ChunkedLanguageModelLoss(torch.autograd.Function):
+    """Output head + cross-entropy + z-loss + max-z loss, chunk by chunk over the tokens: no `[tokens, vocab]` tensor.
+
+    Why this exists: with the fused loss above, a training step still holds the full logits, their softmax and
+    their gradient (2x the fp32 logits at the paper's 139,776-piece vocabulary, more than the whole model's
+    activations at small widths). Peers that avoid the logits (Liger, Cut Cross-Entropy, TRL's chunked log-probs,
+    `F.linear_cross_entropy`) compute no max-z loss, so this is Wonton's own.
+
+    Design: gradients in the forward (Liger's choice), not recomputation in the backward. Each chunk's logits
+    `h @ W^T + b` are built once into a reused buffer, turned in place into the loss statistics and then into
+    d loss / d logits (the same closed form as `_FusedLanguageModelLoss`), which immediately yields the chunk's
+    contribution to d hidden (`g @ W`), d W (`g^T @ h`, accumulated) and d b (`sum g`). That costs the three
+    matmuls of an unchunked head (forward, two backward) and one pass of `exp`; recomputing in the backward
+    would cost a fourth matmul and a second `exp`. The price: the gradient is that of the combined objective
+    `ce + z_loss_coef * z + max_z_loss_coef * max_z`, so only `loss` is differentiable; the three terms are
+    returned detached for logging. Memory: one `[chunk, vocab]` buffer (plus its low-precision copy under
+    autocast) and a weight-sized fp32 gradient, released once the backward has scaled it by the incoming
+    gradient (`grad_output`: gradient accumulation, loss scaling).
+
+    Precision: logits are computed in the autocast dtype when autocast is on (exactly as `nn.Linear` would),
+    everything after in fp32 or wider (float64 inputs stay float64); the weight gradient accumulates in fp32.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        denominator: torch.Tensor,
+        z_coef: float,
+        max_z_coef: float,
+        chunk_size: int,
+        compute_dtype: torch.dtype,
+        needs_grad: tuple[bool, bool, bool],
+    ):
+        acc = torch.promote_types(torch.promote_types(hidden.dtype, weight.dtype), torch.float32)
+        n_tokens, vocab = hidden.shape[0], weight.shape[0]
+        device = hidden.device
+        grad_h, grad_w, grad_b = needs_grad
+        grad_hidden = torch.zeros_like(hidden) if grad_h else None
+        grad_weight = torch.zeros(weight.shape, dtype=acc, device=device) if grad_w else None
+        grad_bias = torch.zeros(vocab, dtype=acc, device=device) if grad_b and bias is not None else None
+        ce_sum = torch.zeros((), dtype=acc, device=device)
+        z_sum = torch.zeros((), dtype=acc, device=device)
+        max_z_sum = torch.zeros((), dtype=acc, device=device)
+        token_ce = torch.zeros(n_tokens, dtype=acc, device=device)
+        w_c = weight.to(compute_dtype)  # cast once (what autocast would do per matmul)
+        b_c = bias.to(compute_dtype) if bias is not None else None
+        # One buffer for every chunk's logits: a fresh multi-hundred-MB tensor per chunk would be page-faulted
+        # and zeroed by the OS each time (on CPU, the cost that dominates an unchunked head). Eager only.
+        reuse = compute_dtype == acc and not is_tracing(hidden)
+        buffer = torch.empty((min(chunk_size, n_tokens), vocab), dtype=acc, device=device) if reuse else None
+        with torch.autocast(device.type, enabled=False):
+            for start in range(0, n_tokens, chunk_size):
+                end = min(start + chunk_size, n_tokens)
+                h = hidden[start:end].to(compute_dtype)
+                if reuse:
+                    logits = buffer[: end - start]
+                    if b_c is None:
+                        torch.mm(h, w_c.t(), out=logits)
+                    else:
+                        torch.addmm(b_c, h, w_c.t(), out=logits)
+                else:
+                    logits = (h @ w_c.t() if b_c is None else torch.addmm(b_c, h, w_c.t())).to(acc)
+                t = targets[start:end]
+                keep = t != -100
+                safe = t.masked_fill(~keep, 0)
+                token_weight = keep.to(acc) / denominator
+                top, top_index = logits.max(dim=-1)
+                target_logit = logits.gather(1, safe[:, None]).squeeze(1)
+                shifted_exp = logits.sub_(top[:, None]).exp_()  # in place: the buffer now holds exp(logits - max)
+                sum_exp = shifted_exp.sum(dim=-1)
+                lse = sum_exp.log() + top
+                chunk_ce = (lse - target_logit).masked_fill(~keep, 0.0)
+                token_ce[start:end] = chunk_ce
+                ce_sum += (chunk_ce * token_weight).sum()
+                z_sum += (lse.square() * token_weight).sum()
+                max_z_sum += (top.square() * token_weight).sum()
+                if not any(needs_grad):
+                    continue
+                # d loss / d logits, in place: softmax * (1 + 2 z_coef lse) - onehot(target) + 2 max_z_coef max onehot(argmax)
+                grad = shifted_exp.mul_(((1.0 + 2.0 * z_coef * lse) * token_weight / sum_exp)[:, None])
+                rows = torch.arange(end - start, device=device)
+                grad.index_put_((rows, safe), -token_weight, accumulate=True)
+                grad.index_put_((rows, top_index), 2.0 * max_z_coef * top * token_weight, accumulate=True)
+                grad_c = grad.to(compute_dtype)
+                if grad_hidden is not None:
+                    grad_hidden[start:end] = grad_c @ w_c
+                if grad_weight is not None:
+                    if grad_c.dtype == acc:
+                        grad_weight.addmm_(grad_c.t(), h)
+                    else:
+                        grad_weight += grad_c.t() @ h
+                if grad_bias is not None:
+                    grad_bias += grad.sum(dim=0)
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        ctx.spent = False
+        ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
+        loss = ce_sum + z_coef * z_sum + max_z_coef * max_z_sum
+        ctx.mark_non_differentiable(ce_sum, z_sum, max_z_sum, token_ce)
+        return loss, ce_sum, z_sum, max_z_sum, token_ce
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor, *_unused):
+        if ctx.spent:
+            raise RuntimeError(
+                "The chunked Wonton loss scales its saved gradients in place: backward can run only once."
+            )
+        ctx.spent = True
+        grads = ctx.saved_tensors
+        out = []
+        for grad, dtype in zip(grads, ctx.dtypes, strict=True):
+            out.append(None if grad is None else grad.mul_(grad_loss.to(grad.dtype)).to(dtype))
+        return (*out, None, None, None, None, None, None, None)
+
+
+def chunked_language_model_loss(
+    hidden_states: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor | None = None,
+    shift_labels: torch.Tensor | None = None,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    z_loss_coef: float = 0.0,
+    max_z_loss_coef: float = 0.0,
+    chunk_size: int = 1024,
+    skip_ignored: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`language_model_loss(hidden_states @ weight.T + bias, ...)` without ever holding the logits.
+
+    Returns `(loss, ce, z, max_z, token_ce)`: `loss = ce + z_loss_coef * z + max_z_loss_coef * max_z` is the only
+    differentiable output (see `_ChunkedLanguageModelLoss`); `token_ce` is shaped like the shifted labels. Same
+    tokens and denominator as `language_model_loss`. Eagerly (and with `skip_ignored`), rows whose label is -100 are
+    dropped before the head
+    (they contribute to nothing): padding and prompt tokens cost no vocabulary work. Under `torch.compile` every row
+    is scored (no data-dependent shapes).
+    """
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=-100)[..., 1:]
+    hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
+    targets = shift_labels.reshape(-1).to(hidden.device)
+    if targets.shape[0] != hidden.shape[0]:
+        raise ValueError(
+            f"{targets.shape[0]} labels for {hidden.shape[0]} scored positions: labels must cover the positions "
+            "kept by `logits_to_keep`."
+        )
+    keep = targets != -100
+    if num_items_in_batch is None:
+        denominator = keep.sum().clamp(min=1).to(torch.float32)
+    else:
+        denominator = torch.as_tensor(num_items_in_batch, device=hidden.device, dtype=torch.float32)
+    if hidden.dtype == torch.float64:
+        denominator = denominator.double()
+    device_type = hidden.device.type
+    autocast_on = torch.is_autocast_enabled(device_type)
+    compute_dtype = (
+        torch.get_autocast_dtype(device_type) if autocast_on else torch.promote_types(hidden.dtype, weight.dtype)
+    )
+    grad_on = torch.is_grad_enabled()
+    needs_grad = (
+        grad_on and hidden.requires_grad,
+        grad_on and weight.requires_grad,
+        grad_on and bias is not None and bias.requires_grad,
+    )
+    compact = skip_ignored and not is_tracing(hidden)
+    if compact:
+        index = keep.nonzero().squeeze(1)
+        hidden, targets = hidden.index_select(0, index), targets.index_select(0, index)
+    loss, ce, z, max_z, token_ce = _ChunkedLanguageModelLoss.apply(
+        hidden, weight, bias, targets, denominator, z_loss_coef, max_z_loss_coef, chunk_size, compute_dtype, needs_grad
+    )
+    if compact:
+        token_ce = token_ce.new_zeros(keep.shape).index_copy_(0, index, token_ce)
+    return loss, ce, z, max_z, token_ce.view(shift_labels.shape)
+
+
 class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}  # only used if tie_word_embeddings
     _tp_plan = {"lm_head": "colwise_gather_output"}
@@ -548,6 +732,7 @@ class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         return_token_loss: bool = False,
+        return_logits: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> WontonCausalLMOutputWithPast:
         r"""
@@ -555,6 +740,13 @@ class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
             loss term. Packed rows: pass `position_ids` restarting at 0 per document.
         return_token_loss: also return `token_loss`, the per-token cross-entropy of the fused loss (detached),
             for per-source accounting without a second pass over the logits.
+        return_logits: whether `logits` are returned when a loss is computed. Default (`None`): a training step
+            (`model.training`, grad enabled, labels given, `config.loss_chunk_size > 0`) runs the chunked head
+            (`chunked_language_model_loss`): the `[tokens, vocab]` logits are never built, `logits` is `None`,
+            only `loss` carries a gradient (`ce_loss`, `z_loss`, `max_z_loss` are detached) and `logits_mean`
+            holds the per-token mean logit for monitors. Evaluation (`model.eval()` or no grad) and generation
+            keep the logits. `True` forces the logits (and the unchunked fused loss); `False` forces the
+            chunked head whenever there are labels, also under `no_grad` (a memory-light evaluation loss).
         """
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
@@ -567,18 +759,42 @@ class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
         )
         hidden_states = outputs.last_hidden_state
         slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, slice_indices, :])
+        hidden_states = hidden_states[:, slice_indices, :]
 
-        loss = ce_loss = z_loss = max_z_loss = token_loss = None
-        if labels is not None or kwargs.get("shift_labels") is not None:
-            ce_loss, z_loss, max_z_loss, token_loss = language_model_loss(
-                logits,
+        has_labels = labels is not None or kwargs.get("shift_labels") is not None
+        chunked = has_labels and self.config.loss_chunk_size > 0 and return_logits is not True
+        if return_logits is None:
+            chunked = chunked and self.training and torch.is_grad_enabled()
+
+        logits = logits_mean = loss = ce_loss = z_loss = max_z_loss = token_loss = None
+        if chunked:
+            loss, ce_loss, z_loss, max_z_loss, token_loss = chunked_language_model_loss(
+                hidden_states,
+                self.lm_head.weight,
+                self.lm_head.bias,
                 labels,
                 shift_labels=kwargs.get("shift_labels"),
                 num_items_in_batch=kwargs.get("num_items_in_batch"),
-                return_token_loss=True,
+                z_loss_coef=self.config.z_loss_coef,
+                max_z_loss_coef=self.config.max_z_loss_coef,
+                chunk_size=self.config.loss_chunk_size,
             )
-            loss = ce_loss + self.config.z_loss_coef * z_loss + self.config.max_z_loss_coef * max_z_loss
+            with torch.no_grad():  # mean over the vocabulary of h W^T + b, without the logits
+                weight, bias = self.lm_head.weight, self.lm_head.bias
+                logits_mean = hidden_states.float() @ weight.mean(0, dtype=torch.float32)
+                if bias is not None:
+                    logits_mean += bias.mean(dtype=torch.float32)
+        else:
+            logits = self.lm_head(hidden_states)
+            if has_labels:
+                ce_loss, z_loss, max_z_loss, token_loss = language_model_loss(
+                    logits,
+                    labels,
+                    shift_labels=kwargs.get("shift_labels"),
+                    num_items_in_batch=kwargs.get("num_items_in_batch"),
+                    return_token_loss=True,
+                )
+                loss = ce_loss + self.config.z_loss_coef * z_loss + self.config.max_z_loss_coef * max_z_loss
 
         return WontonCausalLMOutputWithPast(
             loss=loss,
@@ -590,6 +806,7 @@ class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
             z_loss=z_loss,
             max_z_loss=max_z_loss,
             token_loss=token_loss if return_token_loss else None,
+            logits_mean=logits_mean,
         )
 
 
@@ -600,4 +817,5 @@ __all__ = [
     "WontonCausalLMOutputWithPast",
     "WontonAttentionProbe",
     "language_model_loss",
+    "chunked_language_model_loss",
 ]
