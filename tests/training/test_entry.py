@@ -129,6 +129,7 @@ def test_launch_hands_a_valid_config_to_accelerate(tmp_path):
         "train.per_device_batch_size=4",
         "train.global_batch_tokens=256",
         "train.max_steps=2",
+        "evaluation=null",
         "tokenizer.vocab_size=512",
         "tokenizer.max_documents_per_source=20",
         "train.logging_steps=1",
