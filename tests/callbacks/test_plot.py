@@ -69,3 +69,18 @@ def test_missing_or_empty_run_dir_is_a_clear_error(tmp_path):
         plot_run(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="trainer_state.json"):
         plot_run(tmp_path)
+
+
+def test_a_run_with_in_loop_evaluation_gets_the_held_out_figure(tmp_path):
+    import json
+
+    history = [{"step": s, "loss": 5.0 - s / 10} for s in range(1, 21)]
+    for s in (10, 20):
+        history.append({"step": s, "eval_loss": 5.5 - s / 20, "eval_bpb": 2.0 - s / 40})
+        history[-1].update({f"eval_{n}_{k}": 1.0 + i for i, n in enumerate(("en", "de")) for k in ("loss", "bpb")})
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    written = {p.stem for p in plot_run(tmp_path)}
+    assert written == {"loss", "held_out"}
+    import matplotlib.image
+
+    assert matplotlib.image.imread(tmp_path / "plots" / "held_out.png").shape[0] > 300  # three panels

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from wonton_hf.data import DataSource, MixtureController, OnlineDataScheduler, PackedWindowCollator
+from wonton_hf.data.resume import STATE_VERSION
 
 WEIGHTS = {"en": 4, "de": 3, "fr": 2, "zh": 1}
 
@@ -64,7 +65,7 @@ def _continue(scheduler, tokenizer):
     return iter(fresh)
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 7, None])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 7, None])
 def test_states_of_another_version_are_refused_naming_both_versions(corpus, tokenizer, version):
     """No state of another version is converted: the message names the version that wrote it and the one read."""
     first = make(corpus, tokenizer)
@@ -72,7 +73,9 @@ def test_states_of_another_version_are_refused_naming_both_versions(corpus, toke
         pass
     state = json.loads(json.dumps(first.state_dict()))
     old = dict(state, version=version) if version is not None else {k: v for k, v in state.items() if k != "version"}
-    with pytest.raises(ValueError, match=f"written as state version {version}; this wonton_hf reads version 4 only"):
+    with pytest.raises(
+        ValueError, match=f"written as state version {version}; this wonton_hf reads version {STATE_VERSION} only"
+    ):
         make(corpus, tokenizer).load_state_dict(old)
     with pytest.raises(ValueError, match=f"state version {version}"):
         make(corpus, tokenizer).load_state_dict({"ranks": [state, old]})

@@ -34,6 +34,7 @@ def test_overrides_are_parsed_as_yaml():
         DEMO,
         [
             "train.max_steps=7",
+            "evaluation.eval_steps=7",
             "model.overrides.qk_layernorm=false",
             "monitors.spike_guard=null",
             "data.sources[1].weight=0.5",
@@ -64,7 +65,7 @@ def test_exponent_numbers_are_numbers_in_yaml_and_in_overrides(tmp_path):
         ("data.share_tolerance=-0.1", "data.share_tolerance", "greater than or equal to 0"),
         ("data.prefetch_blocks=-1", "data.prefetch_blocks", "got -1"),
         ("data.min_segment_tokens=0", "data.min_segment_tokens", "greater than 0"),
-        ("bogus=1", "bogus", "accepted keys: data, model, monitors"),
+        ("bogus=1", "bogus", "accepted keys: data, evaluation, model, monitors"),
         ("model.overrides.hiden_size=64", "model.overrides", "did you mean `hidden_size`"),
         ("optimizer.lr_scheduler_type=cosin", "optimizer.lr_scheduler_type", "'cosine'"),
         ("optimizer.betas=[0.9,1.5]", "optimizer.betas", "[0, 1)"),
@@ -143,7 +144,7 @@ def test_empty_sources_fail_before_work():
 
 
 def test_resolved_config_round_trips(tmp_path):
-    config = load_run_config(DEMO, ["train.max_steps=9", "data.feedback={update_every: 5}"])
+    config = load_run_config(DEMO, ["train.max_steps=9", "data.feedback={update_every: 5}", "evaluation.eval_steps=3"])
     dump_run_config(config, tmp_path / "run.yaml")
     assert load_run_config(tmp_path / "run.yaml") == config
     assert yaml.safe_load((tmp_path / "run.yaml").read_text())["optimizer"]["betas"] == [0.9, 0.95]

@@ -25,6 +25,11 @@ BAD_CONFIGS = [
     (["train.use_cpu=maybe"], "train.use_cpu"),
     (["data.sources[2].wieght=3"], "data.sources[2].wieght"),
     (["model.preset=wonton-7B"], "model.preset"),
+    (["evaluation.sources=[en, klingon]"], "evaluation.sources[1]"),
+    (["evaluation.eval_steps=301"], "evaluation.eval_steps"),
+    (["evaluation.held_out_share=0"], "evaluation.held_out_share"),
+    (["evaluation.held_out_share=1"], "evaluation.held_out_share"),
+    (["evaluation.feedback_from_held_out=true"], "evaluation.feedback_from_held_out"),
 ]
 
 
@@ -124,6 +129,7 @@ def test_launch_hands_a_valid_config_to_accelerate(tmp_path):
         "train.per_device_batch_size=4",
         "train.global_batch_tokens=256",
         "train.max_steps=2",
+        "evaluation=null",
         "tokenizer.vocab_size=512",
         "tokenizer.max_documents_per_source=20",
         "train.logging_steps=1",

@@ -26,6 +26,9 @@ SMALL = [
     "train.logging_steps=1",
     "optimizer.warmup_steps=2",
     "train.report_to=[]",
+    # the demo evaluates (every 60 steps): here every 5 steps on 2 windows per source (and at the last step)
+    "evaluation.eval_steps=5",
+    "evaluation.windows_per_source=2",
 ]
 
 
@@ -46,7 +49,7 @@ def test_demo_trains_saves_and_the_result_loads_and_generates(tmp_path, capsys):
     assert "{'loss'" not in console and "finished: 12 steps" in console
     # The end-of-run data report, summed over ranks, agrees with the last log event's counts.
     report = json.loads((config.run_dir / "data_report.json").read_text())
-    last = prepared.trainer.state.log_history[-2]
+    last = [e for e in prepared.trainer.state.log_history if "loss" in e][-1]
     assert {n: s["tokens"] for n, s in report["sources"].items()} == {
         k.split("/")[-1]: v for k, v in last.items() if k.startswith("data/tokens/")
     }
@@ -58,6 +61,16 @@ def test_demo_trains_saves_and_the_result_loads_and_generates(tmp_path, capsys):
     assert all(any(key.startswith("data/loss/") for key in e) for e in steps), steps
     assert {"data/loss/en", "data/loss/code"} <= {key for e in steps for key in e}
     assert any("stability/max_z_loss" in e for e in prepared.trainer.state.log_history)
+    # In-loop evaluation at steps 5, 10 and the last: one log event each, one console line each.
+    evals = [e for e in prepared.trainer.state.log_history if "eval_bpb" in e]
+    assert [e["step"] for e in evals] == [5, 10, 12]
+    names = [s.name for s in config.data.sources]
+    assert all({f"eval_{n}_loss" for n in names} | {f"eval_{n}_bpb" for n in names} <= set(e) for e in evals)
+    assert not any(k.startswith("data/") for e in evals for k in e)  # the data counts stay on training events
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    eval_lines = [line for line in console.splitlines() if line.lstrip().startswith("eval step")]
+    assert len(eval_lines) == 3 and all(len(line) < 200 for line in eval_lines), eval_lines
+    assert "held-out loss" in eval_lines[0] and " en " in eval_lines[0]
     assert (config.run_dir / "checkpoint-12" / "COMPLETE").is_file()
     model = AutoModelForCausalLM.from_pretrained(final)
     tokenizer = AutoTokenizer.from_pretrained(final)
@@ -130,7 +143,7 @@ def test_two_cpu_processes_train_with_ddp(tmp_path):
             "29533",
             str(DRIVER),
             str(DEMO),
-            *small(tmp_path, "train.max_steps=4", "train.global_batch_tokens=512"),
+            *small(tmp_path, "train.max_steps=4", "train.global_batch_tokens=512", "evaluation.eval_steps=2"),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -144,6 +157,42 @@ def test_two_cpu_processes_train_with_ddp(tmp_path):
     report = json.loads((tmp_path / "pretrain-demo" / "data_report.json").read_text())
     assert report["ranks"] == 2 and report["totals"]["tokens"] == 4 * 512  # both ranks' windows, summed
     assert result.stdout.count("Data report (2 rank(s))") == 1  # printed once, by rank 0
+    # the held-out evaluation, sharded over the 2 ranks by the Trainer (18 windows: the last batch is padded with
+    # repeats), equals the same evaluation of the checkpoint in one process
+    logged = [e for e in state["log_history"] if "eval_bpb" in e]
+    assert [e["step"] for e in logged] == [2, 4]
+    args = small(tmp_path, "train.max_steps=4", "train.global_batch_tokens=512", "evaluation.eval_steps=2")
+    assert_same_eval(logged[-1], recomputed_eval(args, tmp_path / "pretrain-demo" / "checkpoint-4"))
+
+
+def recomputed_eval(config_args: list[str], checkpoint: Path) -> dict[str, float]:
+    """The held-out metrics of a checkpoint, recomputed in this one process (no Trainer, no ranks)."""
+    from torch.utils.data import DataLoader
+
+    from wonton_hf.data import PackedWindowCollator
+    from wonton_hf.data.callbacks.held_out import HeldOutEvaluation
+    from wonton_hf.training.pretrain import build_eval_dataset, build_scheduler, build_sources
+
+    config = load_run_config(DEMO, config_args)
+    tokenizer = AutoTokenizer.from_pretrained(config.run_dir / "tokenizer")
+    args = type("Args", (), {"per_device_train_batch_size": config.train.per_device_batch_size})()
+    args.gradient_accumulation_steps = 1
+    scheduler = build_scheduler(config, build_sources(config), tokenizer, args)
+    evaluation = HeldOutEvaluation(build_eval_dataset(config, scheduler))
+    model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    evaluation.on_train_begin(None, None, None, model=model)
+    with torch.no_grad():
+        for batch in DataLoader(evaluation.dataset, batch_size=3, collate_fn=PackedWindowCollator()):
+            batch.pop("source_ids")
+            model(**batch)
+    return evaluation.metrics()
+
+
+def assert_same_eval(logged: dict, recomputed: dict) -> None:
+    keys = [k for k in recomputed if k.startswith("eval_")]
+    assert len(keys) > 4 and set(keys) <= set(logged)
+    for key in keys:
+        assert logged[key] == pytest.approx(recomputed[key], abs=2e-4), key
 
 
 def test_deepspeed_without_a_launcher_is_refused_with_the_command_to_use(tmp_path, monkeypatch):
@@ -183,6 +232,7 @@ def test_deepspeed_zero2_on_two_cpu_processes_shards_the_optimizer(tmp_path):
                 "train.global_batch_tokens=512",
                 "train.save_steps=2",
                 "train.average_last=2",
+                "evaluation.eval_steps=2",
                 f"train.deepspeed={ROOT / 'examples/configs/deepspeed/zero2.json'}",
             ),
         ],
@@ -200,7 +250,12 @@ def test_deepspeed_zero2_on_two_cpu_processes_shards_the_optimizer(tmp_path):
     sizes = [sum(t.numel() for t in st["single_partition_of_fp32_groups"]) for st in states]
     n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(checkpoint).parameters())
     assert abs(sizes[0] - sizes[1]) <= 16 and sum(sizes) >= n_params
-    assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == 4
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    logged = [e for e in state["log_history"] if "eval_bpb" in e]
+    assert [e["step"] for e in logged] == [2, 4]
+    args = small(tmp_path, "train.max_steps=4", "train.global_batch_tokens=512", "evaluation.eval_steps=2")
+    assert_same_eval(logged[-1], recomputed_eval(args, checkpoint))
     # ZeRO-2 partitions the optimizer state, not the weights: each checkpoint holds the full model, and
     # `train.average_last` averaged checkpoints 2 and 4 into a model that loads
     averaged = tmp_path / "pretrain-demo" / "final-averaged"

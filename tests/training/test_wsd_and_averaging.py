@@ -30,6 +30,7 @@ SMALL = [
     "monitors.stability=null",
     "monitors.throughput=null",
     "monitors.spike_guard=null",
+    "evaluation=null",  # these runs are shorter than the demo's evaluation interval
 ]
 WSD = [
     "optimizer.lr_scheduler_type=warmup_stable_decay",

@@ -3,7 +3,9 @@
 Source, in order: `RUN_DIR/trainer_state.json` (written by `trainer.save_state()`), else that of the
 newest `checkpoint-N/` under RUN_DIR, else TensorBoard event files under RUN_DIR (the `train/` prefix the
 TensorBoard callback adds is dropped). Every metric is plotted against the step it was logged at, in log
-order; SpikeGuard events are drawn as vertical lines on the loss plot.
+order; SpikeGuard events are drawn as vertical lines on the loss plot. A run with in-loop evaluation also gets
+`held_out.png`: the held-out loss next to the training loss, then the held-out loss and the bits per byte per
+source (`eval_<source>_loss`, `eval_<source>_bpb`).
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ def _tensorboard_history(event_files: list[Path]) -> list[dict]:
         accumulator = EventAccumulator(str(directory), size_guidance={"scalars": 0}).Reload()
         for tag in accumulator.Tags()["scalars"]:
             for event in accumulator.Scalars(tag):
-                rows[event.step][tag.removeprefix("train/")] = event.value
+                name = tag.removeprefix("train/")
+                name = f"eval_{name[5:]}" if name.startswith("eval/") else name  # the Trainer's `eval_` keys
+                rows[event.step][name] = event.value
     return [{**values, "step": step} for step, values in sorted(rows.items())]
 
 
@@ -115,6 +119,9 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         if not keys:
             continue
         written.append(_figure(plt, title, series, keys, spike_steps if stem == "loss" else [], out / f"{stem}.png"))
+    held_out = _held_out_figure(plt, series, out / "held_out.png")
+    if held_out is not None:
+        written.append(held_out)
     if not written:
         raise ValueError(
             f"The logs under {run_dir} hold none of the plotted metrics (loss, stability/*, throughput/*)."
@@ -139,6 +146,35 @@ def _figure(plt, title: str, series: Series, keys: list[str], spikes: list[int],
             axis.legend(fontsize=7, ncol=4)
         axis.grid(alpha=0.3)
     axes[0, 0].set_title(title)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _held_out_figure(plt, series: Series, path: Path) -> Path | None:
+    """Training loss and held-out loss on one panel; per-source held-out loss; per-source bits per byte."""
+    if "eval_loss" not in series:
+        return None
+    per_source = {
+        kind: sorted(k for k in series if k.startswith("eval_") and k.endswith(f"_{kind}") and k != f"eval_{kind}")
+        for kind in ("loss", "bpb")
+    }
+    panels = [(["loss", "eval_loss"], "loss"), (per_source["loss"], "held-out loss"), (per_source["bpb"], "bits/byte")]
+    panels = [(keys, label) for keys, label in panels if any(k in series for k in keys)]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.8 * len(panels)), sharex=True, squeeze=False)
+    for axis, (keys, label) in zip(axes[:, 0], panels, strict=True):
+        for key in keys:
+            if key not in series:
+                continue
+            steps, values = zip(*series[key], strict=True)
+            name = {"loss": "training", "eval_loss": "held-out"}.get(key, key[5:].rsplit("_", 1)[0])
+            axis.plot(steps, values, marker="." if len(steps) < 50 else None, linewidth=1, label=name)
+        axis.set_ylabel(label)
+        axis.legend(fontsize=7, ncol=5)
+        axis.grid(alpha=0.3)
+    axes[0, 0].set_title("Held-out evaluation")
     axes[-1, 0].set_xlabel("step")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -42,6 +42,8 @@ class PackedWindowCollator:
         for row, key in zip(buffer, FIELDS, strict=True):
             torch.stack([torch.as_tensor(item[key], dtype=torch.long) for item in items], out=row)
             batch[key] = row
+        if "eval_index" in items[0]:  # evaluation windows (`callbacks.held_out`): which window each row is
+            batch["eval_index"] = torch.tensor([int(item["eval_index"]) for item in items], dtype=torch.long)
         if self.keep_scheduler_fields:
             if "data_state" in items[-1]:
                 batch["data_state"] = items[-1]["data_state"]

@@ -58,6 +58,7 @@ def attach(
     mixture_every_n_steps: int = 50,
     feedback: Exp3Feedback | None = None,
     resume_from: str | None = None,
+    held_out: Any = None,
 ) -> DataSchedulerCallback:
     """Adds the scheduler's callbacks to `trainer`; returns the tracking callback.
 
@@ -78,7 +79,7 @@ def attach(
     if mixture_file is not None:
         trainer.add_callback(MixtureFileCallback(scheduler, mixture_file, every_n_steps=mixture_every_n_steps))
     if feedback is not None:
-        trainer.add_callback(MixtureFeedbackCallback(tracker, feedback))
+        trainer.add_callback(MixtureFeedbackCallback(tracker, feedback, held_out=held_out))
     return tracker
 
 

@@ -18,9 +18,10 @@ from .settings import SchedulerSettings
 from .sources import DataSource
 from .steps import StepClock
 
-STATE_VERSION = 4
+STATE_VERSION = 5
 """The layout rules a state's positions refer to: with fewer files than shards, each shard shares at most two
-files of a source (`layout.owner`/`readers`). Change it whenever those rules or this format change."""
+files of a source (`layout.owner`/`readers`). Change it whenever those rules or this format change.
+5: `held_out_share` (the documents the stream leaves out for evaluation) is part of the state."""
 STATE_SCHEMA: dict[str, str] = {
     "version": "int: format version of this dict",
     "rank": "int: rank that saved it",
@@ -28,6 +29,7 @@ STATE_SCHEMA: dict[str, str] = {
     "num_workers": "int|None: DataLoader workers per rank (None: nothing consumed yet in this layout)",
     "seed": "int: the scheduler seed",
     "block_size": "int: records per shuffle block",
+    "held_out_share": "float: share of documents held out for evaluation (by a hash of their text; heldout.py)",
     "batch_size": "int: windows per batch of one rank",
     "gradient_accumulation_steps": "int: batches per optimizer step",
     "tokens_per_step": "int: tokens per optimizer step over all ranks",
@@ -65,6 +67,7 @@ def fresh_state(settings: SchedulerSettings, sources: Sequence[DataSource], rank
         "num_workers": None,
         "seed": settings.seed,
         "block_size": settings.block_size,
+        "held_out_share": settings.held_out_share,
         "batch_size": settings.batch_size,
         "gradient_accumulation_steps": settings.gradient_accumulation_steps,
         "tokens_per_step": settings.tokens_per_rank_step * world_size,
@@ -97,6 +100,12 @@ def check_compatible(state: dict[str, Any], settings: SchedulerSettings, sources
                 f"has {getattr(settings, name)}; positions refer to that shuffle, so build the scheduler with the "
                 "same value."
             )
+    if state.get("held_out_share") != settings.held_out_share:
+        raise ValueError(
+            f"OnlineDataScheduler: the checkpoint was written with `held_out_share`={state.get('held_out_share')}, "
+            f"this scheduler has {settings.held_out_share}; resuming would train on documents held out for "
+            "evaluation (or evaluate on trained ones), so use the same share."
+        )
     for source in sources:
         saved = state["sources"].get(source.name)
         if saved is not None and saved != file_signature(source.files):

@@ -55,6 +55,9 @@ class SchedulerSettings:
     """per source and shard, the token ids held ahead of the packer (4 bytes each), whatever the document length
     or `block_size` (see `stream.SourceStream`): raise it for throughput with few sources, lower it for memory
     with many"""
+    held_out_share: float = 0.0
+    """share of every source's documents, chosen by a hash of their text, that the stream never yields: the
+    held-out evaluation documents (`heldout`); 0: none. Part of the resume state: a resume must use the same"""
     eos_token_id: int | None = None
     """None: the tokenizer's"""
     pad_token_id: int | None = None
@@ -77,6 +80,9 @@ class SchedulerSettings:
                 f"OnlineDataScheduler: `buffer_tokens` must be an integer >= {least} (one text piece per batch held "
                 f"with `prefetch_blocks`={self.prefetch_blocks}), got {self.buffer_tokens!r}."
             )
+        share = self.held_out_share
+        if not (isinstance(share, int | float) and 0 <= share < 1):
+            raise ValueError(f"OnlineDataScheduler: `held_out_share` must be a number in [0, 1), got {share!r}.")
         tolerance = self.share_tolerance
         if tolerance is not None and not (isinstance(tolerance, int | float) and tolerance >= 0):
             raise ValueError(

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .heldout import is_held_out
 from .layout import History, new_frontier, owner, readers
 from .settings import PIECE_CHARS, SchedulerSettings
 from .sources import DataSource, SkipCounter, iter_raw_records, normalise_record
@@ -240,6 +241,7 @@ class SourceStream:
         The first batches are small and grow to `batch_chars`, so the first window waits for little tokenizing.
         """
         limit = min(FIRST_BATCH_CHARS, self.batch_chars)
+        held_out_share = self.settings.held_out_share
         for item in self._prepared():
             if item.block is None:
                 yield _Batch(item.skips, new_epoch=item.new_epoch)
@@ -252,8 +254,8 @@ class SourceStream:
                 text = normalise_record(block.take_raw(q), self.source, block.fmt, events, block.path, line)
                 if events.events:
                     batch.skipped.append((q, events.events))
-                if text is None:
-                    continue
+                if text is None or (held_out_share and is_held_out(text, held_out_share)):
+                    continue  # a held-out document is neither trained on nor counted (heldout.py)
                 pieces = split_text(text)
                 for k, piece in enumerate(pieces):
                     if batch.chars and batch.chars + len(piece) > limit:

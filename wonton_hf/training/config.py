@@ -49,6 +49,7 @@ __all__ = [
     "CommonTrainFields",
     "ConfigError",
     "DataConfig",
+    "EvaluationConfig",
     "ModelConfig",
     "MonitorsConfig",
     "OptimizerConfig",
@@ -233,6 +234,59 @@ class DataConfig(Section):
     memory whatever the document length; at least 32,768 x (prefetch_blocks + 1)"""
 
 
+class EvaluationConfig(Section):
+    """In-loop evaluation: held-out documents carved from the run's own sources (by a hash of their text, so the
+    split is the same for every layout, world size and resume), plus explicit evaluation files; the held-out loss
+    and bits per byte per source every `eval_steps` (docs/training.md, "In-loop evaluation")."""
+
+    eval_steps: int = Field(100, gt=0)
+    """optimizer steps between two evaluations (the Trainer's `eval_steps`); must be <= train.max_steps"""
+    held_out_share: float | None = Field(0.01, gt=0, lt=1)
+    """share of every training source's documents the training stream never yields; null: carve nothing (evaluate
+    only `extra_sources`)"""
+    windows_per_source: int = Field(8, gt=0)
+    """`data.seq_len` windows per source in the fixed evaluation set (fewer if a source has too few held-out
+    documents)"""
+    sources: list[str] | None = None
+    """training sources that get a held-out evaluation set; null: all (the share is held out of every source)"""
+    extra_sources: list[SourceConfig] = Field(default_factory=list)
+    """explicit evaluation corpora (`DataSource` fields; `weight` unused): all their documents are evaluated"""
+    batch_size: int | None = Field(None, gt=0)
+    """windows per evaluation forward pass on one device; null: train.per_device_batch_size"""
+    feedback_from_held_out: bool = False
+    """EXP3 loss feedback (`data.feedback`) takes each evaluation's held-out loss per source as its reward
+    instead of the training loss"""
+
+    def problems(self, config: Any) -> list[tuple[str, str]]:
+        """The checks against the rest of the run config: names, the interval, the feedback switch."""
+        found = []
+        names = [s.name for s in config.data.sources]
+        for i, name in enumerate(self.sources or []):
+            if name not in names:
+                hint = close_match(name, names)
+                found.append(
+                    (f"evaluation.sources[{i}]", f"unknown source {name!r}{hint}; sources: {', '.join(names)}.")
+                )
+        if self.sources is not None and not self.sources:
+            found.append(("evaluation.sources", "is empty: list sources, or null for all."))
+        for i, extra in enumerate(self.extra_sources):
+            if extra.name in names or extra.name in [e.name for e in self.extra_sources[:i]]:
+                found.append((f"evaluation.extra_sources[{i}].name", f"got {extra.name!r}: the name is already used."))
+        if self.held_out_share is None and not self.extra_sources:
+            found.append(("evaluation.held_out_share", "is null and no extra_sources are given: nothing to evaluate."))
+        if self.eval_steps > config.train.max_steps:
+            found.append(
+                (
+                    "evaluation.eval_steps",
+                    f"got {self.eval_steps}: the run has only train.max_steps = {config.train.max_steps} steps, so "
+                    "no evaluation would ever run; lower it (or set `evaluation: null`).",
+                )
+            )
+        if self.feedback_from_held_out and config.data.feedback is None:
+            found.append(("evaluation.feedback_from_held_out", "is true but data.feedback is null: turn EXP3 on."))
+        return found
+
+
 class OptimizerConfig(OptimizerFields):
     eps: float = Field(1e-8, gt=0)
     """AdamW epsilon"""
@@ -342,6 +396,8 @@ class RunConfig(RunConfigBase):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
+    evaluation: EvaluationConfig | None = None
+    """in-loop held-out evaluation (`{}`: on with its defaults); null: off"""
 
     def batch_terms(self) -> tuple[tuple[str, int], list[tuple[str, int]]]:
         return (
@@ -368,6 +424,7 @@ class RunConfig(RunConfigBase):
                             )
                         )
         found += self._schedule_problems()
+        found += self.evaluation.problems(self) if self.evaluation is not None else []
         least = min_buffer_tokens(self.data.prefetch_blocks)
         if self.data.buffer_tokens < least:
             found.append(

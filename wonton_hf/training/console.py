@@ -63,6 +63,8 @@ class ConsoleCallback(ProgressCallback):
             return f"finished: {state.global_step} steps in {_duration(logs['train_runtime'])}" + (
                 f", mean loss {loss:.4f}" if isinstance(loss, int | float) else ""
             )
+        if "eval_bpb" in logs:
+            return self._held_out_line(state, logs)
         if any(key.startswith("eval_") for key in logs):
             shown = [
                 f"{key[5:]} {value:.4g}"
@@ -90,6 +92,22 @@ class ConsoleCallback(ProgressCallback):
             parts.append("mix " + " ".join(f"{name} {value:.3g}" for name, value in weights.items()))
             self._weights = weights
         return " | ".join(parts) if len(parts) > 1 else None
+
+    @staticmethod
+    def _held_out_line(state: Any, logs: dict[str, Any]) -> str:
+        """An in-loop evaluation (`HeldOutEvaluation`): total loss and bits per byte, then bits per byte per source."""
+        parts = [f"eval step {state.global_step:>{len(str(state.max_steps))}}/{state.max_steps}"]
+        if isinstance(logs.get("eval_loss"), int | float):
+            parts.append(f"held-out loss {logs['eval_loss']:.4f}")
+        parts.append(f"bpb {logs['eval_bpb']:.3f}")
+        per_source = [
+            f"{key[5:-4]} {value:.2f}"
+            for key, value in logs.items()
+            if key.startswith("eval_") and key.endswith("_bpb") and key != "eval_bpb" and isinstance(value, int | float)
+        ]
+        if per_source:
+            parts.append(" ".join(per_source))
+        return " | ".join(parts)
 
 
 def use_console(trainer: Any) -> ConsoleCallback:

@@ -29,6 +29,8 @@ from ..checkpointing.preemption import exit_if_preempted
 from ..checkpointing.resume import shared_resume_plan
 from ..data import DataSource, OnlineDataScheduler, PackedWindowCollator, attach, load_sources, training_arguments
 from ..data.callbacks import data_report, format_data_report, write_data_report
+from ..data.callbacks.held_out import EvalWindowDataset, HeldOutEvaluation
+from ..data.heldout import build_eval_windows
 from ..data.mixture import Exp3Feedback
 from ..data.settings import SchedulerSettings
 from ..distributed import barrier, is_main_process
@@ -103,9 +105,22 @@ def build_model(config: RunConfig, tokenizer: PreTrainedTokenizerFast) -> Wonton
     )
 
 
+def evaluation_arguments(config: RunConfig) -> dict:
+    """The Trainer's own evaluation schedule when the run config has an `evaluation` section."""
+    evaluation = config.evaluation
+    if evaluation is None:
+        return {}
+    return dict(
+        eval_strategy="steps",
+        eval_steps=evaluation.eval_steps,
+        per_device_eval_batch_size=evaluation.batch_size or config.train.per_device_batch_size,
+    )
+
+
 def build_training_arguments(config: RunConfig):
     opt = config.optimizer
     return training_arguments(
+        **evaluation_arguments(config),
         **common_training_arguments(config),
         **optimizer_arguments(opt),
         max_steps=config.train.max_steps,
@@ -132,12 +147,74 @@ def scheduler_settings(config: RunConfig, args: TrainingArguments) -> SchedulerS
         min_segment_tokens=data.min_segment_tokens,
         prefetch_blocks=data.prefetch_blocks,
         buffer_tokens=data.buffer_tokens,
+        held_out_share=(config.evaluation.held_out_share or 0.0) if config.evaluation is not None else 0.0,
     )
 
 
 def build_scheduler(config: RunConfig, sources: list[DataSource], tokenizer, args) -> OnlineDataScheduler:
     schedule = config.data.schedule.model_dump() if config.data.schedule is not None else None
     return OnlineDataScheduler(sources, tokenizer, settings=scheduler_settings(config, args), schedule=schedule)
+
+
+def build_eval_dataset(config: RunConfig, scheduler: OnlineDataScheduler) -> EvalWindowDataset | None:
+    """The fixed evaluation windows: each chosen source's held-out documents, then the explicit evaluation sources.
+
+    Built the same on every rank (a deterministic read of the files in sorted order); the Trainer's eval
+    DataLoader then gives each rank its part.
+    """
+    evaluation = config.evaluation
+    if evaluation is None:
+        return None
+    sets = []
+    share = evaluation.held_out_share
+    if share is not None:
+        wanted = set(evaluation.sources or scheduler.names)
+        for index, source in enumerate(scheduler.sources):
+            if source.name in wanted:
+                sets.append(
+                    build_eval_windows(
+                        source,
+                        scheduler.backend,
+                        scheduler.settings,
+                        num_windows=evaluation.windows_per_source,
+                        share=share,
+                        source_index=index,
+                    )
+                )
+    extras = [{**e.model_dump(), "paths": [expand_path(p) for p in e.paths]} for e in evaluation.extra_sources]
+    for index, source in enumerate(load_sources(extras) if extras else [], start=len(scheduler.sources)):
+        sets.append(
+            build_eval_windows(
+                source,
+                scheduler.backend,
+                scheduler.settings,
+                num_windows=evaluation.windows_per_source,
+                share=None,
+                source_index=index,
+            )
+        )
+    for s in sets:
+        if not s.windows:
+            logger.warning(
+                "evaluation: source %s has no held-out document at held_out_share=%s; it is not evaluated",
+                s.name,
+                share,
+            )
+    dataset = EvalWindowDataset(sets)
+    if not len(dataset):
+        raise ValueError(
+            f"evaluation: no source has a held-out document at held_out_share={share}; raise the share or give "
+            "evaluation.extra_sources."
+        )
+    if is_main_process():
+        logger.info(
+            "evaluation: %d windows of %d tokens every %d steps: %s",
+            len(dataset),
+            config.data.seq_len,
+            evaluation.eval_steps,
+            ", ".join(f"{s.name} {len(s.windows)} ({s.documents} docs)" for s in dataset.sets),
+        )
+    return dataset
 
 
 @dataclass
@@ -164,16 +241,19 @@ def build_trainer(config: RunConfig) -> PreparedRun:
     set_seed(config.train.seed)  # the same initial weights on every rank and in every rerun
     model = build_model(config, tokenizer)
     scheduler = build_scheduler(config, sources, tokenizer, args)
+    eval_dataset = build_eval_dataset(config, scheduler)
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=scheduler,
+        eval_dataset=eval_dataset,
         data_collator=PackedWindowCollator(),
         processing_class=tokenizer,
     )
     plan = shared_resume_plan(config.run_dir, config.resume)
     resume_from = str(plan.checkpoint) if plan.checkpoint else None
     feedback = Exp3Feedback(**config.data.feedback.model_dump()) if config.data.feedback is not None else None
+    held_out = HeldOutEvaluation(eval_dataset) if eval_dataset is not None else None
     attach(
         trainer,
         scheduler,
@@ -181,7 +261,10 @@ def build_trainer(config: RunConfig) -> PreparedRun:
         mixture_every_n_steps=config.data.mixture_every_n_steps,
         feedback=feedback,
         resume_from=resume_from,
+        held_out=held_out if config.evaluation is not None and config.evaluation.feedback_from_held_out else None,
     )
+    if held_out is not None:  # right after the tracker: its metrics reach TensorBoard & co. in the same log event
+        trainer.callback_handler.callbacks.insert(1, held_out)
     install_run_callbacks(trainer, config.monitors, config.train)  # monitors, console; the completion marker last
     elastic = prepare_world_size_change(trainer, resume_from)  # DeepSpeed shards re-sliced for another world size
     notice = f"{plan.notice} {elastic}" if elastic else plan.notice

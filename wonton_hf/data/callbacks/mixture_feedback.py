@@ -1,10 +1,12 @@
-"""`MixtureFeedbackCallback`: the per-source training loss steers the mixture through EXP3 (ODM)."""
+"""`MixtureFeedbackCallback`: the per-source training loss, or the held-out loss of each evaluation, steers the
+mixture through EXP3 (ODM)."""
 
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from transformers import TrainerCallback
 
@@ -20,14 +22,29 @@ class MixtureFeedbackCallback(TrainerCallback):
     tracker: DataSchedulerCallback
     feedback: Exp3Feedback = field(default_factory=Exp3Feedback)
     enabled: bool = True
+    held_out: Any = None
+    """a `HeldOutEvaluation`: the reward is then each evaluation's held-out loss per source (one update per
+    evaluation, `update_every` unused) instead of the training loss; a held-out loss does not reward a source
+    for being memorised"""
     last_losses: dict[str, float] = field(default_factory=dict, init=False)
 
     def on_step_end(self, args, state, control, **kwargs):
         if not self.enabled or not self.feedback.enabled or state.global_step % self.feedback.update_every:
             return
+        if self.held_out is not None:
+            return
         scheduler = self.tracker.scheduler
         sums, counts = self.tracker.take_source_losses()
-        losses = {n: float(sums[i] / counts[i]) for i, n in enumerate(scheduler.names) if counts[i] > 0}
+        self._update({n: float(sums[i] / counts[i]) for i, n in enumerate(scheduler.names) if counts[i] > 0})
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if not self.enabled or not self.feedback.enabled or self.held_out is None:
+            return
+        names = self.tracker.scheduler.names  # explicit evaluation sources are not in the mixture
+        self._update({n: loss for n, loss in self.held_out.last_losses.items() if n in names})
+
+    def _update(self, losses: dict[str, float]) -> None:
+        scheduler = self.tracker.scheduler
         self.last_losses = losses
         if not losses:
             return

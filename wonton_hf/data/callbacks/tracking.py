@@ -146,8 +146,8 @@ class DataSchedulerCallback(TrainerCallback):
     # ---- logging ----
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not self.enabled or logs is None:
-            return
+        if not self.enabled or logs is None or "eval_loss" in logs:
+            return  # an evaluation's log event: the data counts belong to the training log events
         extra = self.metrics()
         logs.update(extra)
         if state.log_history:
