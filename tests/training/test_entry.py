@@ -1,9 +1,12 @@
-"""The example scripts and the CLI as a user meets them: one message, exit code 2, in well under two seconds."""
+"""The example scripts and the CLI as a user meets them: one message, exit code 2, before any heavy import.
+
+Fast is asserted as behaviour, not wall-clock (a loaded CI machine makes any time bound flaky): the checks run with
+`torch` and `transformers` made unimportable, so a check path that imports either fails with their message.
+"""
 
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,20 @@ ROOT = Path(__file__).resolve().parents[2]
 PRETRAIN = ROOT / "examples" / "pretrain.py"
 SFT = ROOT / "examples" / "sft.py"
 ENV = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+HEAVY = ("torch", "transformers")
+
+
+@pytest.fixture(scope="module")
+def light_env(tmp_path_factory):
+    """ENV with stand-ins for torch and transformers first on the path: importing either raises."""
+    blockers = tmp_path_factory.mktemp("no-heavy-imports")
+    for name in HEAVY:
+        (blockers / name).mkdir()
+        (blockers / name / "__init__.py").write_text(
+            f"raise ImportError('the config check imported {name}: it must stay light')\n", encoding="utf-8"
+        )
+    return {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(blockers), ENV.get("PYTHONPATH")]))}
+
 
 # The bad inputs of issue 15, each as the user typed it, with the field path the message must name.
 BAD_CONFIGS = [
@@ -33,39 +50,37 @@ BAD_CONFIGS = [
 ]
 
 
-def _run(script: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, str(script), *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120
+def _run(script: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(script), *args], cwd=ROOT, env=env or ENV, capture_output=True, text=True, timeout=120
     )
-    return result, time.perf_counter() - started
 
 
 @pytest.mark.parametrize(("overrides", "path"), BAD_CONFIGS, ids=[b[1] for b in BAD_CONFIGS])
-def test_each_bad_config_is_one_message_naming_the_field_exit_2_before_any_work(overrides, path, tmp_path):
-    result, seconds = _run(PRETRAIN, f"output_dir={tmp_path}", *overrides)
+def test_each_bad_config_is_one_message_naming_the_field_exit_2_before_any_work(overrides, path, tmp_path, light_env):
+    result = _run(PRETRAIN, f"output_dir={tmp_path}", *overrides, env=light_env)
     assert result.returncode == 2, result.stderr
     assert f"  {path}: " in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert result.stderr.startswith("pretrain.py: Invalid run config (1 problem):")
     assert not any(tmp_path.iterdir()), "nothing may be written (no tokenizer, no run directory)"
-    assert seconds < 2.0, f"{seconds:.2f} s to the message"
 
 
-def test_valid_exponent_learning_rate_passes_the_check():
-    result, _ = _run(PRETRAIN, "--check", "optimizer.learning_rate=1e-3")
+def test_valid_exponent_learning_rate_passes_the_check(light_env):
+    result = _run(PRETRAIN, "--check", "optimizer.learning_rate=1e-3", env=light_env)
     assert result.returncode == 0, result.stderr
     assert "is valid" in result.stdout
 
 
-def test_sft_config_errors_are_one_message_too(tmp_path):
-    result, seconds = _run(
+def test_sft_config_errors_are_one_message_too(tmp_path, light_env):
+    result = _run(
         SFT,
         f"output_dir={tmp_path}",
         "train.epochs=0",
         "data.sources[0].format=gpt5",
         "model.trust_remote_code=maybe",
         "monitors.stability.every_n_step=2",
+        env=light_env,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     for path in (
@@ -75,30 +90,28 @@ def test_sft_config_errors_are_one_message_too(tmp_path):
         "monitors.stability.every_n_step",
     ):
         assert f"  {path}: " in result.stderr, result.stderr
-    assert seconds < 2.0
 
 
 def test_help_config_prints_every_field():
-    result, _ = _run(PRETRAIN, "--help-config")
+    result = _run(PRETRAIN, "--help-config")
     assert result.returncode == 0
     assert "data.sources[*].weight (float, default: 1.0) - Unnormalised mixture weight" in result.stdout
-    result, _ = _run(SFT, "--help-config")
+    result = _run(SFT, "--help-config")
     assert "model.trust_remote_code (bool, default: False)" in result.stdout
 
 
 def test_launch_checks_first_and_does_not_start_accelerate_on_a_bad_config(tmp_path):
     accelerate_config = ROOT / "examples" / "configs" / "accelerate" / "multi_cpu.yaml"
-    result, _ = _run(PRETRAIN, "--launch", str(accelerate_config), "train.max_steps=abc")
+    result = _run(PRETRAIN, "--launch", str(accelerate_config), "train.max_steps=abc")
     assert result.returncode == 2 and "train.max_steps" in result.stderr
     assert "CalledProcessError" not in result.stderr and "starting: accelerate launch" not in result.stdout
 
 
-def test_wonton_hf_help_is_fast_and_imports_nothing_heavy():
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "wonton_hf.cli", "--help"], capture_output=True, text=True, env=ENV)
-    seconds = time.perf_counter() - started
-    assert result.returncode == 0 and "plot-run" in result.stdout and "tokenizer" in result.stdout
-    assert seconds < 2.0, seconds
+def test_wonton_hf_help_is_fast_and_imports_nothing_heavy(light_env):
+    result = subprocess.run(
+        [sys.executable, "-m", "wonton_hf.cli", "--help"], capture_output=True, text=True, env=light_env
+    )
+    assert result.returncode == 0 and "plot-run" in result.stdout and "tokenizer" in result.stdout, result.stderr
     code = (
         "import sys, wonton_hf.cli as c; c.build_parser(); print('torch' in sys.modules, 'transformers' in sys.modules)"
     )
@@ -138,7 +151,7 @@ def test_launch_hands_a_valid_config_to_accelerate(tmp_path):
         "monitors.stability=null",
         f"output_dir={tmp_path}",
     ]
-    result, _ = _run(PRETRAIN, "--launch", str(accelerate_config), *small)
+    result = _run(PRETRAIN, "--launch", str(accelerate_config), *small)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "starting: accelerate launch --config_file" in result.stdout
     assert result.stdout.count("step 1/2 | loss ") == 1 and "Data report (1 rank(s))" in result.stdout
