@@ -43,7 +43,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--limit", type=_positive, default=None, help="only the first N questions (a smoke test)")
     parser.add_argument("--output", default="eval-chat", help="output directory (default: eval-chat)")
+    _add_judge_arguments(parser)
+    _add_answer_arguments(parser)
+    parser.set_defaults(func=_run)
 
+
+def _add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     judge = parser.add_argument_group("judge (an OpenAI-compatible endpoint, or --judge-local)")
     judge.add_argument(
         "--judge-url",
@@ -58,6 +63,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     judge.add_argument("--judge-retries", type=int, default=6, help="retries on 429/5xx/timeouts (default 6)")
     judge.add_argument("--judge-max-tokens", type=_positive, default=2048, help="judge reply length (default 2048)")
 
+
+def _add_answer_arguments(parser: argparse.ArgumentParser) -> None:
     gen = parser.add_argument_group("answers")
     gen.add_argument("--max-new-tokens", type=_positive, default=512, help="longest answer in tokens (default 512)")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 (default) decodes greedily")
@@ -77,7 +84,6 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     )
     bench.add_argument("--lm-eval-data-dir", default=None, help="local dataset copies, as `wonton-hf eval --data-dir`")
     bench.add_argument("--lm-eval-limit", type=_positive, default=None, help="at most N examples per task")
-    parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
