@@ -23,7 +23,7 @@ def _full(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
-def main(model_dir: str, out: str) -> None:
+def main(model_dir: str, out: str, static: bool) -> None:
     dist.init_process_group("gloo")
     torch.manual_seed(0)
     reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -58,6 +58,10 @@ def main(model_dir: str, out: str) -> None:
         ref_tokens = reference.generate(prompt, **kwargs)
         tp_tokens = sharded.generate(prompt, **kwargs)
     result["generate_equal"] = bool(torch.equal(ref_tokens, tp_tokens))
+    if static:  # a static cache is sized per rank from the plan: each rank holds its heads only
+        with torch.no_grad():
+            static_tokens = sharded.generate(prompt, cache_implementation="static", **kwargs)
+        result["generate_static_equal"] = bool(torch.equal(ref_tokens, static_tokens))
 
     if dist.get_rank() == 0:
         Path(out).write_text(json.dumps(result))
@@ -66,4 +70,4 @@ def main(model_dir: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], static=sys.argv[3:] == ["static"])
