@@ -797,6 +797,9 @@ class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
         chunked = has_labels and self.config.loss_chunk_size > 0 and return_logits is not True
         if return_logits is None:
             chunked = chunked and self.training and torch.is_grad_enabled()
+        # Under tensor parallelism `lm_head` is a vocab-sharded DTensor that the chunked head's plain matmuls
+        # cannot take: the full logits (gathered by the `colwise_gather_output` plan) and the fused loss instead.
+        chunked = chunked and (getattr(self, "_tp_size", None) or 1) == 1
 
         logits = logits_mean = loss = ce_loss = z_loss = max_z_loss = token_loss = None
         if chunked:
