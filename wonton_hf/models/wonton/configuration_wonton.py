@@ -59,7 +59,10 @@ class WontonConfig(WontonArchitecture, PreTrainedConfig):
     model_type = "wonton"
     keys_to_ignore_at_inference = ["cache"]
     base_model_tp_plan = {
-        "layers.*.self_attn.qkv_proj": "colwise",
+        "layers.*.self_attn.qkv_proj": "wonton_packed_qkv_colwise",  # [q; k; v] strided: each rank its heads of each
+        # QK-LayerNorm is over head_dim, so local to a head; each rank's gradient covers only its heads: summed
+        "layers.*.self_attn.q_norm": "replicated_with_grad_allreduce",
+        "layers.*.self_attn.k_norm": "replicated_with_grad_allreduce",
         "layers.*.self_attn.o_proj": "rowwise",
         "layers.*.mlp.up_proj": "colwise",
         "layers.*.mlp.down_proj": "rowwise",

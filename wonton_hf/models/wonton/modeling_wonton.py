@@ -35,12 +35,44 @@ from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
-from transformers.utils.import_utils import is_tracing
+from transformers.utils.import_utils import is_torch_distributed_available, is_tracing
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_wonton import WontonConfig
 
 logger = logging.get_logger(__name__)
+
+
+if is_torch_distributed_available():
+    from torch.distributed.tensor import distribute_tensor
+    from torch.distributed.tensor.placement_types import _StridedShard
+    from transformers.distributed.parallel_utils import ALL_PARALLEL_STYLES
+    from transformers.distributed.tensor_parallel import PackedColwiseParallel
+
+    class WontonPackedQKVColwise(PackedColwiseParallel):
+        """Colwise TP for `qkv_proj`, whose output stacks `[q; k; v]` (the checkpoint's layout, kept as saved).
+
+        A plain colwise shard hands rank 0 a contiguous slice of the stack (all of q and part of k at TP 2).
+        `_StridedShard(0, split_factor=3)` gives each rank its heads of each of q, k and v: `[q_r; k_r; v_r]`,
+        which `WontonAttention.forward` views as `(3, heads per rank, head_dim)`. Unlike the built-in
+        `packed_colwise` (gate/up, 1-D bias as plain `Shard`), the bias is strided the same way as the weight.
+        """
+
+        def __init__(self):
+            super().__init__(split_factor=3)
+
+        def shard_param(self, module, param, mesh):
+            meta = module._parameters.get(param)
+            if meta is None:
+                return
+            placement = _StridedShard(dim=0, split_factor=self.split_factor)
+            module._parameters[param] = nn.Parameter(
+                distribute_tensor(meta, mesh, [placement], src_data_rank=None), requires_grad=meta.requires_grad
+            )
+
+    # Registered on import, so the plan resolves for `trust_remote_code` loads too (this file, copied by
+    # `save_pretrained`, is what registers it there).
+    ALL_PARALLEL_STYLES.register("wonton_packed_qkv_colwise", WontonPackedQKVColwise())
 
 
 @dataclass
@@ -765,6 +797,9 @@ class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
         chunked = has_labels and self.config.loss_chunk_size > 0 and return_logits is not True
         if return_logits is None:
             chunked = chunked and self.training and torch.is_grad_enabled()
+        # Under tensor parallelism `lm_head` is a vocab-sharded DTensor that the chunked head's plain matmuls
+        # cannot take: the full logits (gathered by the `colwise_gather_output` plan) and the fused loss instead.
+        chunked = chunked and (getattr(self, "_tp_size", None) or 1) == 1
 
         logits = logits_mean = loss = ce_loss = z_loss = max_z_loss = token_loss = None
         if chunked:
