@@ -793,16 +793,38 @@ class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
         slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         hidden_states = hidden_states[:, slice_indices, :]
 
-        has_labels = labels is not None or kwargs.get("shift_labels") is not None
+        head = self._head_and_loss(hidden_states, labels, return_logits, kwargs)
+        logits, logits_mean, loss, ce_loss, z_loss, max_z_loss, token_loss = head
+
+        return WontonCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            ce_loss=ce_loss,
+            z_loss=z_loss,
+            max_z_loss=max_z_loss,
+            token_loss=token_loss if return_token_loss else None,
+            logits_mean=logits_mean,
+        )
+
+    def _use_chunked_head(self, has_labels: bool, return_logits: bool | None) -> bool:
         chunked = has_labels and self.config.loss_chunk_size > 0 and return_logits is not True
         if return_logits is None:
             chunked = chunked and self.training and torch.is_grad_enabled()
         # Under tensor parallelism `lm_head` is a vocab-sharded DTensor that the chunked head's plain matmuls
         # cannot take: the full logits (gathered by the `colwise_gather_output` plan) and the fused loss instead.
-        chunked = chunked and (getattr(self, "_tp_size", None) or 1) == 1
+        return chunked and (getattr(self, "_tp_size", None) or 1) == 1
 
+    def _head_and_loss(
+        self, hidden_states: torch.Tensor, labels: torch.Tensor | None, return_logits: bool | None, kwargs: dict
+    ) -> tuple[torch.Tensor | None, ...]:
+        """(logits, logits_mean, loss, ce_loss, z_loss, max_z_loss, token_loss): the chunked head when training
+        with labels (no logits), else the full logits and, with labels, the fused loss."""
+        has_labels = labels is not None or kwargs.get("shift_labels") is not None
         logits = logits_mean = loss = ce_loss = z_loss = max_z_loss = token_loss = None
-        if chunked:
+        if self._use_chunked_head(has_labels, return_logits):
             loss, ce_loss, z_loss, max_z_loss, token_loss = chunked_language_model_loss(
                 hidden_states,
                 self.lm_head.weight,
@@ -830,19 +852,7 @@ class WontonForCausalLM(WontonPreTrainedModel, GenerationMixin):
                     return_token_loss=True,
                 )
                 loss = ce_loss + self.config.z_loss_coef * z_loss + self.config.max_z_loss_coef * max_z_loss
-
-        return WontonCausalLMOutputWithPast(
-            loss=loss,
-            logits=logits,
-            cache=outputs.cache,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            ce_loss=ce_loss,
-            z_loss=z_loss,
-            max_z_loss=max_z_loss,
-            token_loss=token_loss if return_token_loss else None,
-            logits_mean=logits_mean,
-        )
+        return logits, logits_mean, loss, ce_loss, z_loss, max_z_loss, token_loss
 
 
 __all__ = [
