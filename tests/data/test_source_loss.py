@@ -20,15 +20,19 @@ def _batch():
 
 
 def test_token_loss_path_equals_the_logits_path():
+    """The per-token loss of a training step (the chunked head, which returns no logits) accounts each source's
+    loss as a cross-entropy over the full logits of the same batch does."""
     model = WontonForCausalLM(
         WontonConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
     ).train()
     ids, labels, source_ids = _batch()
     assert _returns_token_loss(model)
     out = model(input_ids=ids, labels=labels, return_token_loss=True)
+    assert out.logits is None  # the training step's head is chunked
+    logits = model(input_ids=ids, labels=labels, return_logits=True).logits
     from_tokens, from_logits = SourceLossMeter(3), SourceLossMeter(3)
     from_tokens.add_token_losses(out.token_loss, labels, source_ids)
-    from_logits.add(out.logits, labels, source_ids)
+    from_logits.add(logits, labels, source_ids)
     for window in ("take_for_log", "take_for_feedback"):
         (sums_a, counts_a), (sums_b, counts_b) = getattr(from_tokens, window)(), getattr(from_logits, window)()
         assert torch.equal(counts_a, counts_b) and counts_a.sum() > 0

@@ -17,7 +17,9 @@ def test_two_nodes_with_one_process_each_train_and_checkpoint(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONWARNINGS": "ignore"}
-    args = small(tmp_path, "train.max_steps=2", "train.save_steps=2", "train.global_batch_tokens=512")
+    args = small(
+        tmp_path, "train.max_steps=2", "train.save_steps=2", "train.global_batch_tokens=512", "evaluation=null"
+    )
     nodes = [
         subprocess.Popen(
             [
