@@ -98,6 +98,9 @@ class WontonConfig(WontonArchitecture, PreTrainedConfig):
         # Checked here rather than in `validate_architecture` so the error is a plain `ValueError`
         # (strict's class validators wrap it in a non-ValueError exception type).
         self.check_fields()
+        if not self.qk_layernorm:  # no q_norm/k_norm modules: a plan entry that matches nothing is refused
+            plan = type(self).base_model_tp_plan
+            self.base_model_tp_plan = {k: v for k, v in plan.items() if not k.endswith(("q_norm", "k_norm"))}
 
     def check_fields(self) -> None:
         """Reject impossible shapes before any weight is allocated (the rules: `architecture_problems`)."""
