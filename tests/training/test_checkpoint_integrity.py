@@ -1,4 +1,4 @@
-"""Checkpoint integrity: the COMPLETE marker is a manifest (size + SHA-256 of every file); resume and SpikeGuard's
+"""Checkpoint integrity: the COMPLETE marker is a manifest (size + hash of every file); resume and SpikeGuard's
 rollback verify it, name a damaged checkpoint and file, and fall back to the previous good one."""
 
 import json
@@ -35,7 +35,7 @@ def _flip(path, offset=8192, length=4096):
 def test_the_marker_records_every_file_with_size_and_hash(tmp_path):
     checkpoint = _checkpoint(tmp_path, 10)
     record = json.loads((checkpoint / "COMPLETE").read_text())
-    assert record["step"] == 10 and record["world_size"] == 2 and record["hash"] == "sha256"
+    assert record["step"] == 10 and record["world_size"] == 2 and record["hash"] == "xxh3_128"
     assert set(record["files"]) == {
         "model.safetensors",
         "trainer_state.json",
@@ -43,6 +43,20 @@ def test_the_marker_records_every_file_with_size_and_hash(tmp_path):
     }
     assert record["files"]["model.safetensors"]["size"] == 64 * 1024
     assert verify_checkpoint(checkpoint).ok
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "blake2b"])
+def test_markers_hashed_with_another_algorithm_still_verify(tmp_path, algorithm):
+    """The algorithm is recorded per marker: checkpoints marked with hashlib's before the switch stay checkable."""
+    from wonton_hf.checkpointing.protocol import build_manifest
+
+    checkpoint = _checkpoint(tmp_path, 10)
+    record = json.loads((checkpoint / "COMPLETE").read_text())
+    record.update(hash=algorithm, files=build_manifest(checkpoint, algorithm))
+    (checkpoint / "COMPLETE").write_text(json.dumps(record))
+    assert verify_checkpoint(checkpoint).ok
+    _flip(checkpoint / "model.safetensors")
+    assert not verify_checkpoint(checkpoint).ok
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Reading and writing the checkpoint protocol in a run directory, with the standard library only.
+"""Reading and writing the checkpoint protocol in a run directory, with the standard library (and xxhash) only.
 
 A crash half-way through a save leaves a `checkpoint-N/` that `transformers.trainer_utils.get_last_checkpoint`
 would pick anyway. A checkpoint counts only once it holds the `COMPLETE` marker (written to a temporary name,
@@ -7,13 +7,15 @@ marker is never a resume point (`newest_complete_checkpoint`) nor a rollback poi
 the same function with `at_or_before`), whether or not other checkpoints of the run carry one. `resume_plan`
 says in one line where a run starts and why.
 
-Integrity: the marker is also the checkpoint's manifest — every file's size and SHA-256 hash, taken when the
+Integrity: the marker is also the checkpoint's manifest — every file's size and hash, taken when the
 checkpoint is marked complete. A disk, a copy or a network file system can damage a file after the save (a
 flipped block in `model.safetensors` keeps its header and loads without complaint), and training on it is
 silent. `verify_checkpoint` re-reads and compares; `newest_verified_checkpoint` is the lookup resume and
 SpikeGuard's rollback use: a checkpoint that fails is named (checkpoint and file) and the previous complete one
-is taken. SHA-256 from `hashlib` (no extra dependency; the fastest of hashlib's on CPUs with SHA extensions),
-hashed in threads: `hashlib` releases the GIL on large buffers, so files hash in parallel.
+is taken. The hash is XXH3-128 (`xxhash`, already a dependency of `datasets`): it detects damage, not tampering,
+which is the job here, at ~3x SHA-256's speed on this CPU (3.2-3.6 GB/s against 1.0-1.1 GB/s, one 512 MB file from
+the page cache), since hashing sits on every save. Files hash in threads. The algorithm is recorded in each
+marker, and `hashlib`'s (SHA-256, BLAKE2b) still verify, so older markers stay checkable.
 """
 
 from __future__ import annotations
@@ -75,18 +77,26 @@ def prune_complete_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
     return doomed
 
 
-HASH_ALGORITHM = "sha256"
-"""measured on this project's CPU machine: sha256 745 MB/s (SHA extensions), blake2b 496, md5 439 per core; the
-algorithm is recorded in each marker, so a change here keeps old checkpoints verifiable"""
+HASH_ALGORITHM = "xxh3_128"
+"""measured on this project's CPU machine, per core: xxh3_128 3.2-3.6 GB/s, sha256 0.75-1.1 GB/s (SHA extensions),
+blake2b 0.5; the algorithm is recorded in each marker, so a change here keeps old checkpoints verifiable"""
 _CHUNK = 8 << 20
 _NOT_IN_MANIFEST = re.compile(rf"^(\.?{COMPLETE_MARKER}(\.tmp)?|latest_universal|global_step\d+_universal)$")
 """The marker itself, and what is added to a checkpoint after it was marked: DeepSpeed's universal conversion
 (made on a resume with another world size, see `training.elastic`)."""
 
 
+def _new_digest(algorithm: str):
+    if algorithm == "xxh3_128":
+        import xxhash
+
+        return xxhash.xxh3_128()
+    return hashlib.new(algorithm)
+
+
 def file_hash(path: str | Path, algorithm: str = HASH_ALGORITHM) -> str:
     """The streamed hex digest of one file (8 MiB reads: constant memory whatever the file's size)."""
-    digest = hashlib.new(algorithm)
+    digest = _new_digest(algorithm)
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
