@@ -116,3 +116,20 @@ def test_verify_checkpoint_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "checkpoint-10: OK" in out and "checkpoint-20 FAILED" in out
     assert cli(["verify-checkpoint", str(tmp_path / "nope")]) == 2
+
+
+def test_a_real_run_resumes_past_a_damaged_newest_checkpoint(tmp_path):
+    """End to end through the pretraining launcher: 4 KB flipped in the newest checkpoint's weights (header intact,
+    it would load without complaint) -> the resumed run names it, resumes from the previous one, and finishes."""
+    from tests.training.test_pretrain import DEMO, _drive, small
+
+    common = ["train.max_steps=6", "train.save_steps=2", "train.save_total_limit=null", "evaluation=null"]
+    first = _drive([str(DEMO), *small(tmp_path, *common[1:], "train.max_steps=4")])
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = tmp_path / "pretrain-demo"
+    _flip(run_dir / "checkpoint-4" / "model.safetensors", offset=1 << 16)
+    resumed = _drive([str(DEMO), *small(tmp_path, *common)])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming from {run_dir / 'checkpoint-2'} (step 2" in resumed.stderr, resumed.stderr[-3000:]
+    assert "checkpoint-4/model.safetensors: content differs" in resumed.stderr
+    assert json.loads((run_dir / "checkpoint-6" / "trainer_state.json").read_text())["global_step"] == 6
