@@ -42,23 +42,27 @@ def rule_rating(user_text: str) -> int:
     return 1 + len(judged_answer(user_text)) % 10
 
 
-def default_fault(digest: str, attempt: int) -> str | None:
-    """First attempts only: every 5th prompt gets a 429, the next a 500, every 7th (offset 3) a slow reply."""
-    if attempt > 0:
-        return None
-    value = int(digest[:8], 16)
-    if value % 5 == 0:
-        return "429"
-    if value % 5 == 1:
-        return "500"
-    if value % 7 == 3:
-        return "slow"
-    return None
+class FirstAttemptFaults:
+    """First attempts only, by the order prompts arrive: of every 7 distinct prompts the 1st gets a 429, the 2nd a
+    500 and the 4th a slow reply, so 7 or more prompts meet every kind. By order, not by a rule on the digest: the
+    prompts hold what untrained models answer, which float rounding changes between machines, and a digest rule
+    could then pick none of them."""
+
+    PATTERN = {0: "429", 1: "500", 3: "slow"}
+
+    def __init__(self) -> None:
+        self.order: dict[str, int] = {}
+
+    def __call__(self, digest: str, attempt: int) -> str | None:
+        if attempt > 0:
+            return None
+        index = self.order.setdefault(digest, len(self.order))
+        return self.PATTERN.get(index % 7)
 
 
 @dataclass
 class JudgeServer:
-    fault: Callable[[str, int], str | None] = default_fault
+    fault: Callable[[str, int], str | None] = field(default_factory=FirstAttemptFaults)
     slow_seconds: float = 1.0
     delay: float = 0.0
     """seconds added to every reply (the resume test uses it to kill a run mid-way)"""
