@@ -50,8 +50,15 @@ def test_end_to_end_with_faults_then_rerun_pays_nothing(tiny_models, judge_serve
     # Every fault kind happened and was retried through; each prompt was rated once it got through.
     faults = [r["fault"] for r in judge_server.requests if r["fault"]]
     assert {"429", "500", "slow"} <= set(faults)
-    assert t["judge_calls"] == judge_server.completions() == 26 + len(faults)
-    assert len({r["digest"] for r in judge_server.requests}) == 26
+    # One successful request per distinct judge prompt (two judgments can share one when untrained models give
+    # the same answer; the second then comes from the cache or rides the same retry), plus the faulted ones.
+    distinct = {r["cache_key"] for r in records}
+    assert {r["digest"] for r in judge_server.requests} == {
+        r["digest"] for r in judge_server.requests if not r["fault"]
+    }
+    assert len({r["digest"] for r in judge_server.requests}) == len(distinct)
+    assert t["judge_calls"] == judge_server.completions() <= len(records) + len(faults)
+    assert judge_server.completions() >= len(distinct) + len(faults)
 
     # Ratings are the judge's (recomputed from its rule); the German reasoning question gets no readable rating:
     # counted as unparsed for both models, in the means of neither.
