@@ -39,7 +39,7 @@ def child(spec: dict) -> dict:
     import gc
 
     import torch
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from model_throughput import neox_like  # benchmarks/ is on sys.path: this script's folder
 
     from wonton_hf import WontonConfig, WontonForCausalLM
 
@@ -53,22 +53,7 @@ def child(spec: dict) -> dict:
         loss_chunk_size=spec["chunk"] if spec["model"] == "chunked" else 0,
     )
     if spec["model"] == "gpt-neox":
-        model = GPTNeoXForCausalLM(
-            GPTNeoXConfig(
-                vocab_size=config.vocab_size,
-                hidden_size=config.hidden_size,
-                num_hidden_layers=config.num_hidden_layers,
-                num_attention_heads=config.num_attention_heads,
-                intermediate_size=config.intermediate_size,
-                hidden_act="gelu",
-                max_position_embeddings=config.max_position_embeddings,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0},
-                use_parallel_residual=False,
-                tie_word_embeddings=False,
-                attention_bias=True,
-                attn_implementation="sdpa",
-            )
-        )
+        model = neox_like(config)  # the same GPT-NeoX as the throughput benchmark's baseline
     else:
         model = WontonForCausalLM(config)
     model.train()

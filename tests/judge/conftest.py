@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from wonton_hf.chat.template import install_chat_template
-from wonton_hf.models.wonton import WontonConfig, WontonForCausalLM
+from wonton_hf.models.wonton import WontonForCausalLM
 from wonton_hf.tokenization import train_tokenizer
+from wonton_hf.training.model_init import fresh_wonton_model
 
 from ..chat.samples import tokenizer_texts
 from .server import JudgeServer
@@ -17,19 +18,8 @@ from .server import JudgeServer
 
 def _tiny(tokenizer, seed: int) -> WontonForCausalLM:
     torch.manual_seed(seed)
-    config = WontonConfig.from_preset(
-        "wonton-tiny",
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_attention_heads=2,
-        num_hidden_layers=1,
-        intermediate_size=64,
-        max_position_embeddings=1024,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return WontonForCausalLM(config)
+    shape = dict(hidden_size=32, num_attention_heads=2, num_hidden_layers=1, intermediate_size=64)
+    return fresh_wonton_model("wonton-tiny", tokenizer, max_length=1024, attn_implementation="sdpa", overrides=shape)
 
 
 @pytest.fixture(scope="session")
