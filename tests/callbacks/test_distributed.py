@@ -5,19 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.launch import free_port, run_process_group
 
 
 def _torchrun(worker: str, out: Path) -> None:
@@ -36,21 +29,14 @@ def _torchrun(worker: str, out: Path) -> None:
         "--nproc_per_node",
         "2",
         "--master_port",
-        str(_free_port()),
+        str(free_port()),
         str(Path(__file__).with_name(worker)),
         str(out),
     ]
-    # Own session: on a hang the whole group (torchrun and its workers) is killed, never left behind.
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    result = run_process_group(
+        command, env=env, what="2-process run hung (rendezvous or a collective only some ranks entered)"
     )
-    try:
-        _, stderr = process.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        pytest.fail("2-process run hung (rendezvous or a collective only some ranks entered)")
-    assert process.returncode == 0, stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_two_process_run_skips_and_rolls_back_on_every_rank_and_reduces_metrics(tmp_path):

@@ -5,19 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.launch import free_port, run_process_group
 
 
 def _torchrun(out: Path, mode: str) -> list[dict]:
@@ -26,17 +19,9 @@ def _torchrun(out: Path, mode: str) -> list[dict]:
         pytest.skip("torchrun not found")
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     worker = Path(__file__).with_name("chunked_loss_worker.py")
-    command = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(worker), str(out), mode]
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        _, stderr = process.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        pytest.fail("2-process run hung")
-    assert process.returncode == 0, stderr[-3000:]
+    command = [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), str(worker), str(out), mode]
+    result = run_process_group(command, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 

@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.launch import free_port, run_process_group
 from wonton_hf import WontonConfig, WontonForCausalLM
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _save_tiny(model_dir: Path, position_embedding_type: str) -> None:
@@ -52,19 +44,11 @@ def _run_tp(model_dir: Path, out: Path, static: bool) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     worker = Path(__file__).with_name("tensor_parallel_worker.py")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    command += ["--master_port", str(_free_port()), str(worker), str(model_dir), str(out)] + (
+    command += ["--master_port", str(free_port()), str(worker), str(model_dir), str(out)] + (
         ["static"] if static else []
     )
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        _, stderr = process.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        pytest.fail("2-process run hung")
-    assert process.returncode == 0, stderr[-3000:]
+    result = run_process_group(command, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(out.read_text())
 
 

@@ -10,9 +10,6 @@ of the schedule moves the weights by ~lr = 1e-3 per step, 100x the tolerance.
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,29 +17,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.launch import free_port, run_process_group
+
 WORKER = Path(__file__).with_name("elastic_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _torchrun(processes: int, out: Path, engine: str, max_steps: int) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     if engine == "ddp":
         env["ACCELERATE_USE_CPU"] = "true"  # gloo DDP; DeepSpeed's process state is opened by the worker
     env["PYTHONWARNINGS"] = "ignore"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port"]
-    command += [str(port), str(WORKER), str(out), engine, str(max_steps)]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        output, _ = process.communicate(timeout=400)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        pytest.fail("run hung")
-    assert process.returncode == 0, output[-4000:]
+    command += [str(free_port()), str(WORKER), str(out), engine, str(max_steps)]
+    result = run_process_group(command, env=env, cwd=ROOT, timeout=400, merge_output=True, what="run hung")
+    assert result.returncode == 0, result.stdout[-4000:]
 
 
 def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
