@@ -106,3 +106,17 @@ def test_class_rules_are_reported_under_their_config_path(override, path):
     with pytest.raises(ConfigError) as error:
         load_run_config(DEMO, [override])
     assert path in dict(error.value.problems), error.value
+
+
+def test_vocab_size_below_a_given_tokenizer_is_a_config_error(tmp_path):
+    """With `tokenizer.path`, the saved tokenizer's size is read from its tokenizer.json (no transformers)."""
+    from wonton_hf.tokenization import train_tokenizer
+
+    saved = tmp_path / "tokenizer"
+    train_tokenizer(
+        texts=["ein kleiner Text", "a small text", "un petit texte"] * 50, vocab_size=384
+    ).tokenizer.save_pretrained(saved)
+    with pytest.raises(ConfigError) as error:
+        load_run_config(DEMO, [f"tokenizer.path={saved}", "model.overrides.vocab_size=100"])
+    assert "smaller than the tokenizer" in dict(error.value.problems)["model.overrides.vocab_size"]
+    load_run_config(DEMO, [f"tokenizer.path={saved}", "model.overrides.vocab_size=4096"])

@@ -4,12 +4,14 @@ The presets, the fields and the shape rules are `WontonConfig`'s, read from `arc
 library only), so a shape the model would reject (`hidden_size` not divisible by the heads, an odd RoPE head
 dim) is one more problem in the config's `ConfigError`, named by its path, instead of a traceback from
 `WontonConfig` after the tokenizer was trained. What only the run knows is checked here too: the position
-table against the sequence length, a fixed vocabulary against the tokenizer the run trains.
+table against the sequence length, a fixed vocabulary against the tokenizer the run trains or loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator
@@ -73,7 +75,7 @@ def shape_problems(
         found.append(
             (
                 "vocab_size",
-                f"got {overrides['vocab_size']}: smaller than the tokenizer the run trains ({tokenizer_size:,} "
+                f"got {overrides['vocab_size']}: smaller than the tokenizer of the run ({tokenizer_size:,} "
                 "pieces), whose ids would index past the embedding; leave it out (it follows the tokenizer).",
             )
         )
@@ -87,9 +89,24 @@ def trained_tokenizer_size(requested: int) -> int:
     return round_vocab_size(requested)
 
 
+def saved_tokenizer_size(path: str | Path) -> int | None:
+    """The ids a saved fast tokenizer can produce (highest id + 1 over its vocabulary and added tokens), read from
+    its `tokenizer.json` as plain JSON: loading it with transformers would import torch. None when unreadable
+    (the run's own load then says why)."""
+    try:
+        data = json.loads((Path(path) / "tokenizer.json").read_text(encoding="utf-8"))
+        ids = list(data["model"]["vocab"].values()) + [token["id"] for token in data.get("added_tokens", [])]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return max(ids) + 1 if ids else None
+
+
 def model_problems(config: Any) -> list[Problem]:
     """A pretraining run config's model shape (none to check when it continues from `init_from`)."""
     if config.model.init_from is not None:
         return []
-    size = trained_tokenizer_size(config.tokenizer.vocab_size) if config.tokenizer.path is None else None
+    if config.tokenizer.path is None:
+        size = trained_tokenizer_size(config.tokenizer.vocab_size)
+    else:
+        size = saved_tokenizer_size(config.tokenizer.path)
     return shape_problems(config.model.preset, config.model.overrides, "model.overrides", config.data.seq_len, size)
