@@ -1,4 +1,5 @@
-"""Run by test_world_size_change.py under torchrun: a tiny model trained (or resumed) with DeepSpeed ZeRO-2 or DDP.
+"""Run by test_world_size_change.py under torchrun: a tiny model trained (or resumed) with DeepSpeed ZeRO-2 or DDP,
+optionally stopping after step `stop_at` (its checkpoint written) as an interrupted run would.
 
 The global batch is the same on any world size (2 rows per device x gradient accumulation 2 / world) and the
 data is a fixed random-token set sampled with one seed, so step k sees the same rows on 1 or 2 processes: an
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from transformers import TrainerCallback  # noqa: E402
 
 from tests.callbacks.helpers import tiny_model, trainer, training_args  # noqa: E402
 from wonton_hf.checkpointing import guard_checkpoint_saves, shared_resume_plan  # noqa: E402
@@ -28,7 +31,19 @@ ZERO2 = {
 }
 
 
-def main(out: str, engine: str, max_steps: int) -> None:
+class StopAt(TrainerCallback):
+    """Ends training after `step` (the Trainer still saves that step's checkpoint), keeping `max_steps` and so the
+    LR schedule of the uninterrupted run."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def main(out: str, engine: str, max_steps: int, stop_at: int | None = None) -> None:
     extra = {}
     if engine == "deepspeed":  # the process state pretraining opens for DeepSpeed on CPU (training/devices.py)
         from wonton_hf.training.devices import deepspeed_on_cpu_state
@@ -46,6 +61,8 @@ def main(out: str, engine: str, max_steps: int) -> None:
         **extra,
     )
     run = trainer(tiny_model(), args)
+    if stop_at is not None:
+        run.add_callback(StopAt(stop_at))
     guard_checkpoint_saves(run)
     ensure_completion_marking(run)
     plan = shared_resume_plan(out, "auto")
@@ -58,7 +75,7 @@ def main(out: str, engine: str, max_steps: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else None)
     from wonton_hf.training import shutdown
 
     shutdown()
