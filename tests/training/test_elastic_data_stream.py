@@ -1,0 +1,161 @@
+"""The data stream across a world-size change, through the real launcher (pretrain_driver.py: `build_trainer` +
+`run`, as examples/pretrain.py): a run on 2 processes killed after its checkpoint at step 3, resumed on 1 process
+until its finite sources run dry.
+
+What the scheduler guarantees across a world-size change (docs/data.md, "Resume"): every token of every document
+is trained exactly once over the two runs (none twice, none skipped), the step, the tokens seen and the mixture
+journal carry over; which windows make up a step after the change is *not* that of an uninterrupted run (it
+depends on the world size), so losses after the resume differ from an uninterrupted run's. Checked exactly
+(integer token counts per source, no tolerance): the recorded micro-batches of both runs, against the corpus
+tokenized by the run's own tokenizer. SpikeGuard's state (the only monitor that keeps state between steps) is
+checked to arrive unchanged.
+"""
+
+import json
+import os
+import random
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from transformers import AutoTokenizer
+
+from tests.launch import free_port, run_process_group
+from tests.training.test_pretrain import DEMO, DRIVER, ROOT
+
+# name: (files, documents per file); "c" has fewer files than the 2 ranks, so its records are split one by one
+CORPUS = {"a": (2, 30), "b": (1, 50), "c": (1, 25)}  # ~5,000 tokens: ~10 steps of 512
+WEIGHTS = {"a": 0.5, "b": 0.3, "c": 0.2}
+LATER = {"a": 0.2, "b": 0.3, "c": 0.5}  # from 2,560 tokens (step 6): after the resume, counted in tokens seen
+SYLLABLES = "ka lo mi nu re sa ti vo we ya zu pe".split()
+
+
+def _write_corpus(folder: Path) -> dict[str, list[str]]:
+    rng = random.Random(7)
+    texts = {}
+    for name, (files, per_file) in CORPUS.items():
+        texts[name] = []
+        for f in range(files):
+            docs = [
+                " ".join("".join(rng.choices(SYLLABLES, k=rng.randint(1, 3))) for _ in range(rng.randint(10, 40)))
+                for _ in range(per_file)
+            ]
+            (folder / f"{name}{f}.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+            texts[name] += docs
+    return texts
+
+
+def _config(corpus: Path, folder: Path) -> Path:
+    config = yaml.safe_load(DEMO.read_text())
+    config["data"] = {
+        "seq_len": 64,
+        "block_size": 8,
+        "sources": [
+            {"name": n, "paths": [str(corpus / f"{n}*.jsonl")], "weight": w, "exhaustion": "stop"}
+            for n, w in WEIGHTS.items()
+        ],
+        "schedule": {"unit": "tokens", "points": [{"at": 0, "weights": WEIGHTS}, {"at": 2560, "weights": LATER}]},
+    }
+    config["tokenizer"] = {"vocab_size": 512, "max_documents_per_source": 30}
+    config["optimizer"]["warmup_steps"] = 2
+    config["train"].update(
+        max_steps=40,  # more than the data holds: the resumed run ends when the sources run dry
+        per_device_batch_size=4,
+        global_batch_tokens=512,  # 2 processes x 4 windows x 64 tokens; 1 process accumulates 2
+        logging_steps=1,
+        save_steps=3,
+        save_total_limit=None,
+        report_to=[],
+    )
+    config["evaluation"] = None
+    path = folder / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _drive(processes: int, config: Path, out: Path, record: Path, *extra: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONWARNINGS": "ignore"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+    command = [*launcher, "--master_port", str(free_port()), str(DRIVER), *extra, f"--record={record}"]
+    command += [str(config), f"output_dir={out}"]
+    result = run_process_group(command, env=env, cwd=ROOT, timeout=500, merge_output=True, what="run hung")
+    if "--kill-at" not in " ".join(extra):
+        assert result.returncode == 0, result.stdout[-4000:]
+    return result.stdout
+
+
+def _trained(record: Path, ranks: int, up_to: int | None = None) -> tuple[dict[int, Counter], set[int]]:
+    """Token counts per source index of the recorded micro-batches (padding excluded), and the steps seen."""
+    counts: dict[int, Counter] = {i: Counter() for i in range(len(CORPUS))}
+    steps = set()
+    for rank in range(ranks):
+        for line in (record / f"windows-rank{rank}.jsonl").read_text().splitlines():
+            batch = json.loads(line)
+            if up_to is not None and batch["step"] > up_to:
+                continue
+            steps.add(batch["step"])
+            for ids, sources in zip(batch["input_ids"], batch["source_ids"], strict=True):
+                for token, source in zip(ids, sources, strict=True):
+                    if source >= 0:
+                        counts[source][token] += 1
+    return counts, steps
+
+
+def test_two_to_one_process_resume_trains_every_document_token_exactly_once(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    texts = _write_corpus(corpus)
+    config = _config(corpus, tmp_path)
+    first, resumed = tmp_path / "first" / "pretrain-demo", tmp_path / "resumed" / "pretrain-demo"
+    # 2 processes, killed in step 4 (SIGKILL: no cleanup), after checkpoint-3 was written
+    killed = _drive(2, config, tmp_path / "first", tmp_path / "rec-first", "--kill-at=4")
+    checkpoint = first / "checkpoint-3"
+    assert (checkpoint / "COMPLETE").is_file(), killed[-4000:]
+    assert json.loads((checkpoint / "COMPLETE").read_text())["world_size"] == 2
+    resumed.mkdir(parents=True)
+    shutil.copytree(checkpoint, resumed / "checkpoint-3")
+    shutil.copytree(first / "tokenizer", resumed / "tokenizer")  # as `resume: auto` in the same directory would
+    output = _drive(1, config, tmp_path / "resumed", tmp_path / "rec-resumed")
+    assert "World size changed (2 -> 1)" in output
+
+    # Every token of every document trained exactly once: steps 1-3 on 2 ranks, then the rest on 1 rank. The
+    # Trainer does not apply a last accumulation the stream could not fill (a finite IterableDataset): those
+    # micro-batches (fewer than the 2 of a step on 1 process) were forwarded but are not trained, and are
+    # counted apart.
+    end = json.loads((tmp_path / "rec-resumed" / "end-rank0.json").read_text())
+    last = end["global_step"]
+    tokenizer = AutoTokenizer.from_pretrained(first / "tokenizer")
+    before, steps_before = _trained(tmp_path / "rec-first", 2, up_to=3)
+    after, steps_after = _trained(tmp_path / "rec-resumed", 1, up_to=last)
+    everything, steps_forwarded = _trained(tmp_path / "rec-resumed", 1)
+    assert steps_before == {1, 2, 3} and steps_after == set(range(4, last + 1))  # the step carried over
+    assert 6 < last < 40 and steps_forwarded - steps_after <= {last + 1}  # ended when the data did
+    for index, name in enumerate(CORPUS):
+        want = Counter()
+        for ids in tokenizer(texts[name], add_special_tokens=False)["input_ids"]:
+            want.update(ids + [tokenizer.eos_token_id])
+        assert before[index] and after[index], name  # the source was trained on in both layouts
+        untrained = everything[index] - after[index]
+        assert before[index] + after[index] + untrained == want, name  # none twice, none skipped
+
+    losses = [e for e in end["log_history"] if "loss" in e]  # steps 1-3 come from the checkpoint's trainer state
+    assert [e["step"] for e in losses] == list(range(1, last + 1))
+    # The schedule in tokens seen carried over: 512 tokens a step on 2 and on 1 process, so the switch at 2,560
+    # tokens is the batches of step 6 (global_step 6 logs them) in the resumed run too.
+    for event in losses:
+        weights = LATER if event["step"] >= 6 else WEIGHTS
+        assert {n: event[f"data/weight/{n}"] for n in CORPUS} == pytest.approx(weights), event["step"]
+    # The data report's counters (carried from the old layout's ranks) agree with the tokens the model received.
+    report = json.loads((resumed / "data_report.json").read_text())
+    for index, name in enumerate(CORPUS):
+        assert report["sources"][name]["tokens"] == (before[index] + everything[index]).total(), name
+        assert report["sources"][name]["documents"] == len(texts[name]), name
+
+    # SpikeGuard's window of recent losses arrives as saved on 2 processes.
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())["stateful_callbacks"]["SpikeGuard"]
+    begin = json.loads((tmp_path / "rec-resumed" / "begin-rank0.json").read_text())
+    assert begin["global_step"] == 3
+    assert begin["spike_guard"] == saved["attributes"]["guard_state"] and len(begin["spike_guard"]["losses"]) == 3
