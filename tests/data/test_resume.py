@@ -265,3 +265,50 @@ def test_exact_resume_under_a_schedule_with_accumulation_and_workers(corpus, tok
     resumed.load_state_dict(roundtrip(first.state_dict()))
     after = [b["input_ids"] for b in islice(batches(resumed, 2), 14)]
     assert all(torch.equal(a, b) for a, b in zip(after, reference[6:], strict=True))
+
+
+SCHEDULE = {"points": [(0, WEIGHTS), (6, {"en": 1, "de": 1, "fr": 4, "zh": 4})]}
+
+
+def _stream(corpus, tokenizer, world, num_workers, batches_per_rank, states=None):
+    """Per rank, the input_ids of its batches: `world` ranks x `num_workers` DataLoader workers, always 2 shards
+    of 2 windows per step (gradient accumulation 2 // world: the same global batch)."""
+    out, saved = [], []
+    for rank in range(world):
+        scheduler = make(
+            corpus,
+            tokenizer,
+            rank=rank,
+            world_size=world,
+            seed=5,
+            gradient_accumulation_steps=2 // world,
+            schedule=SCHEDULE,
+        )
+        if states is not None:
+            scheduler.load_state_dict({"ranks": roundtrip(states)})
+        out.append([b["input_ids"] for b in islice(batches(scheduler, num_workers), batches_per_rank)])
+        saved.append(scheduler.state_dict())
+    return out, saved
+
+
+@pytest.mark.parametrize("before,after", [((2, 0), (1, 2)), ((1, 2), (2, 0))])
+def test_a_world_size_change_that_keeps_the_shard_count_continues_the_same_stream(corpus, tokenizer, before, after):
+    """2 ranks x 1 shard each <-> 1 rank x 2 DataLoader workers: the old shards are taken over as they stood, so
+    every step after the resume holds the same windows as in the uninterrupted run (MosaicML's "canonical
+    nodes" in this scheduler's terms); the weight change at step 6 falls on the same batches."""
+    steps, more = 4, 6
+    (world, workers), (new_world, new_workers) = before, after
+    per_rank = lambda w, n: n * 2 // w  # noqa: E731 - batches a rank gives `n` steps (2 batches a step overall)
+    reference, _ = _stream(corpus, tokenizer, world, workers, per_rank(world, steps + more))
+    _, states = _stream(corpus, tokenizer, world, workers, per_rank(world, steps))
+    resumed, _ = _stream(corpus, tokenizer, new_world, new_workers, per_rank(new_world, more), states)
+
+    def by_step(stream, world, skip):  # {step: sorted windows}; a rank's batches in turn make its steps
+        out = {}
+        for rank_batches in stream:
+            for i, batch in enumerate(rank_batches):
+                out.setdefault(skip + i * world // 2, []).extend(row.tolist() for row in batch)
+        return {step: sorted(rows) for step, rows in out.items()}
+
+    want = {k: v for k, v in by_step(reference, world, 0).items() if k >= steps}
+    assert by_step(resumed, new_world, steps) == want

@@ -76,13 +76,13 @@ def _config(corpus: Path, folder: Path) -> Path:
     return path
 
 
-def _drive(processes: int, config: Path, out: Path, record: Path, *extra: str) -> str:
+def _drive(processes: int, config: Path, out: Path, record: Path, *options: str, overrides: tuple = ()) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONWARNINGS": "ignore"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
-    command = [*launcher, "--master_port", str(free_port()), str(DRIVER), *extra, f"--record={record}"]
-    command += [str(config), f"output_dir={out}"]
+    command = [*launcher, "--master_port", str(free_port()), str(DRIVER), *options, f"--record={record}"]
+    command += [str(config), f"output_dir={out}", *overrides]
     result = run_process_group(command, env=env, cwd=ROOT, timeout=500, merge_output=True, what="run hung")
-    if "--kill-at" not in " ".join(extra):
+    if not any(option.startswith("--kill-at") for option in options):
         assert result.returncode == 0, result.stdout[-4000:]
     return result.stdout
 
@@ -104,22 +104,53 @@ def _trained(record: Path, ranks: int, up_to: int | None = None) -> tuple[dict[i
     return counts, steps
 
 
-def test_two_to_one_process_resume_trains_every_document_token_exactly_once(tmp_path):
-    corpus = tmp_path / "corpus"
+def _rows_by_step(record: Path, ranks: int, steps: range) -> dict[int, list[list[int]]]:
+    """The windows (input_ids rows) of each step, sorted: a step's content, whichever rank or micro-batch held them."""
+    out: dict[int, list[list[int]]] = {step: [] for step in steps}
+    for rank in range(ranks):
+        for line in (record / f"windows-rank{rank}.jsonl").read_text().splitlines():
+            batch = json.loads(line)
+            if batch["step"] in out:
+                out[batch["step"]].extend(batch["input_ids"])
+    return {step: sorted(rows) for step, rows in out.items()}
+
+
+def _losses(history: list[dict]) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in history if "loss" in e}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The corpus, and a 2-process run killed in step 7 (SIGKILL: no cleanup) after checkpoints 3 and 6; its
+    record of steps 1-7 is what an uninterrupted run trains."""
+    root = tmp_path_factory.mktemp("elastic_data")
+    corpus = root / "corpus"
     corpus.mkdir()
     texts = _write_corpus(corpus)
-    config = _config(corpus, tmp_path)
-    first, resumed = tmp_path / "first" / "pretrain-demo", tmp_path / "resumed" / "pretrain-demo"
-    # 2 processes, killed in step 4 (SIGKILL: no cleanup), after checkpoint-3 was written
-    killed = _drive(2, config, tmp_path / "first", tmp_path / "rec-first", "--kill-at=4")
-    checkpoint = first / "checkpoint-3"
-    assert (checkpoint / "COMPLETE").is_file(), killed[-4000:]
-    assert json.loads((checkpoint / "COMPLETE").read_text())["world_size"] == 2
+    config = _config(corpus, root)
+    killed = _drive(2, config, root / "first", root / "rec-first", "--kill-at=7")
+    first = root / "first" / "pretrain-demo"
+    assert (first / "checkpoint-6" / "COMPLETE").is_file(), killed[-4000:]
+    assert json.loads((first / "checkpoint-3" / "COMPLETE").read_text())["world_size"] == 2
+    return {"root": root, "texts": texts, "config": config, "first": first}
+
+
+def _resume_on_one(runs, name: str, *options: str, overrides: tuple = ()) -> tuple[Path, str]:
+    """`first`'s checkpoint-3 resumed on 1 process in a directory of its own (with `first`'s tokenizer, as
+    `resume: auto` in the same directory would)."""
+    root, first = runs["root"], runs["first"]
+    resumed = root / name / "pretrain-demo"
     resumed.mkdir(parents=True)
-    shutil.copytree(checkpoint, resumed / "checkpoint-3")
-    shutil.copytree(first / "tokenizer", resumed / "tokenizer")  # as `resume: auto` in the same directory would
-    output = _drive(1, config, tmp_path / "resumed", tmp_path / "rec-resumed")
+    shutil.copytree(first / "checkpoint-3", resumed / "checkpoint-3")
+    shutil.copytree(first / "tokenizer", resumed / "tokenizer")
+    output = _drive(1, runs["config"], root / name, root / f"rec-{name}", *options, overrides=overrides)
     assert "World size changed (2 -> 1)" in output
+    return resumed, output
+
+
+def test_two_to_one_process_resume_trains_every_document_token_exactly_once(runs):
+    tmp_path, texts, first, checkpoint = runs["root"], runs["texts"], runs["first"], runs["first"] / "checkpoint-3"
+    resumed, _ = _resume_on_one(runs, "resumed")  # 1 process, no DataLoader worker: another shard layout
 
     # Every token of every document trained exactly once: steps 1-3 on 2 ranks, then the rest on 1 rank. The
     # Trainer does not apply a last accumulation the stream could not fill (a finite IterableDataset): those
@@ -132,7 +163,7 @@ def test_two_to_one_process_resume_trains_every_document_token_exactly_once(tmp_
     after, steps_after = _trained(tmp_path / "rec-resumed", 1, up_to=last)
     everything, steps_forwarded = _trained(tmp_path / "rec-resumed", 1)
     assert steps_before == {1, 2, 3} and steps_after == set(range(4, last + 1))  # the step carried over
-    assert 6 < last < 40 and steps_forwarded - steps_after <= {last + 1}  # ended when the data did
+    assert 7 < last < 40 and steps_forwarded - steps_after <= {last + 1}  # ended when the data did
     for index, name in enumerate(CORPUS):
         want = Counter()
         for ids in tokenizer(texts[name], add_special_tokens=False)["input_ids"]:
@@ -159,3 +190,24 @@ def test_two_to_one_process_resume_trains_every_document_token_exactly_once(tmp_
     begin = json.loads((tmp_path / "rec-resumed" / "begin-rank0.json").read_text())
     assert begin["global_step"] == 3
     assert begin["spike_guard"] == saved["attributes"]["guard_state"] and len(begin["spike_guard"]["losses"]) == 3
+
+    # Not the uninterrupted stream (1 shard now, 2 before): which windows make up a step changed.
+    after_resume = _rows_by_step(tmp_path / "rec-resumed", 1, range(4, 8))
+    assert after_resume != _rows_by_step(tmp_path / "rec-first", 2, range(4, 8))
+
+
+def test_one_process_with_two_workers_continues_the_uninterrupted_stream(runs):
+    """2 ranks x 0 workers -> 1 rank x 2 DataLoader workers keeps the 2 shards: every step after the resume holds
+    the uninterrupted run's windows, and its losses follow the uninterrupted run's. Tolerance 1e-4 on losses
+    of ~6: the 1-process run sums the same rows' gradients in another order (float32, ~1e-6 relative); another
+    stream moves the loss by ~1e-1 (5.44 against 5.35 at step 4 in the demo)."""
+    root, first = runs["root"], runs["first"]
+    resumed, output = _resume_on_one(runs, "workers", "--kill-at=7", overrides=("data.num_workers=2",))
+    assert "the same 2 shards continue where they stood" in output
+    steps = range(4, 8)
+    assert _rows_by_step(root / "rec-workers", 1, steps) == _rows_by_step(root / "rec-first", 2, steps)
+    reference = _losses(json.loads((first / "checkpoint-6" / "trainer_state.json").read_text())["log_history"])
+    losses = _losses(json.loads((resumed / "checkpoint-6" / "trainer_state.json").read_text())["log_history"])
+    assert sorted(losses) == list(range(1, 7))
+    for step in (4, 5, 6):
+        assert losses[step] == pytest.approx(reference[step], abs=1e-4), step

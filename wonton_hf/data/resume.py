@@ -1,14 +1,19 @@
 """The scheduler's resume state: its documented format, its version, and how a state carries over to a new layout.
 
 A state is a JSON-able dict per rank (`STATE_SCHEMA`; a test checks the two agree): positions are computed from
-it, never replayed. With the same world size and worker count the stream continues window for window; otherwise
-the old frontiers become history (`layout.History`) and no record is lost or repeated. A state of another
+it, never replayed. With the same world size and worker count the stream continues window for window. With the
+same number of *shards* (world size x DataLoader workers: 2 ranks x 1 worker -> 1 rank x 2 workers), the same
+windows per device batch and the same windows per shard and step, each old shard's snapshot becomes the role of
+the new rank that owns that shard number (`regrouped_state`), and the stream is the uninterrupted run's, step for
+step, as MosaicML streaming's "canonical nodes" make it. Otherwise the old frontiers become history
+(`layout.History`) and no record is lost or repeated, but which windows form a step differs. A state of another
 version is refused, not converted: the package was never released with another, and positions written under
 other shard layout rules would not mean the same records.
 """
 
 from __future__ import annotations
 
+import copy
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -146,6 +151,59 @@ def elastic_state(ranks: list[dict[str, Any]], fresh: dict[str, Any], settings: 
     return state
 
 
+def regrouped_state(
+    ranks: list[dict[str, Any]], fresh: dict[str, Any], settings: SchedulerSettings, num_workers: int
+) -> dict | None:
+    """`fresh` (this rank's new layout) taking over the old shards of the same numbers, or None when the layouts
+    do not match shard for shard (then `elastic_state` applies).
+
+    Shard `s` is `rank * num_workers + role` in both layouts and owns the same records (`layout.owner` depends
+    on the shard count only), its multiplexer is seeded by `s`, and `StepClock` puts its windows in the same
+    steps when every role contributes the same windows to a step in both layouts (`gradient_accumulation_steps`
+    a multiple of the worker count, same batch size, same batches per role and step). The checkpoint must sit at
+    a step boundary with every old shard at the same window count, as Trainer checkpoints do.
+    """
+    old = ranks[0]
+    world = old["world_size"]
+    workers = {s["num_workers"] for s in ranks}
+    if len(workers) != 1 or None in workers or sorted(s["rank"] for s in ranks) != list(range(world)):
+        return None
+    old_workers = workers.pop()
+    accumulation = old.get("gradient_accumulation_steps", settings.gradient_accumulation_steps)
+    per_role = accumulation // old_workers  # batches each role gives a step
+    if (
+        world * old_workers != fresh["world_size"] * num_workers
+        or old.get("batch_size") != settings.batch_size
+        or old.get("tokens_per_step") != fresh["tokens_per_step"]
+        or accumulation % old_workers
+        or settings.gradient_accumulation_steps % num_workers
+        or settings.gradient_accumulation_steps // num_workers != per_role
+        or old.get("saved_in_worker")
+    ):
+        return None
+    by_rank = {s["rank"]: s for s in ranks}
+    snaps = [
+        by_rank[shard // old_workers]["roles"].get(str(shard % old_workers)) for shard in range(world * old_workers)
+    ]
+    counts = {snap["windows"] if snap else 0 for snap in snaps}
+    if len(counts) != 1 or counts.pop() % (settings.batch_size * per_role):
+        return None  # not at a step boundary
+    state = fresh
+    state.update(history=old["history"], base_step=old["base_step"], base_tokens=old["base_tokens"])
+    state.update(journal=old["journal"], num_workers=num_workers, totals={}, roles={})
+    first = state["rank"] * num_workers
+    for role in range(num_workers):
+        shard = first + role
+        if snaps[shard] is not None:
+            state["roles"][str(role)] = {**copy.deepcopy(snaps[shard]), "role": role, "num_workers": num_workers}
+        if shard % old_workers == 0:  # the first new owner of an old rank's shards takes its carried counters
+            for name, carried in by_rank[shard // old_workers].get("totals", {}).items():
+                mine = state["totals"].setdefault(name, {"tokens": 0, "documents": 0})
+                mine["tokens"] += carried.get("tokens", 0)
+                mine["documents"] += carried.get("documents", 0)
+    return state
+
+
 def _old_frontiers(ranks: list[dict[str, Any]], name: str, num_workers: int) -> list[dict[str, Any]]:
     """Where every shard of the old layout stood in source `name` (its layout start if it never emitted)."""
     frontiers: list[dict[str, Any]] = [{}] * (len(ranks) * num_workers)
@@ -205,6 +263,7 @@ __all__ = [
     "check_compatible",
     "check_version",
     "elastic_state",
+    "regrouped_state",
     "file_signature",
     "fresh_state",
     "rotation",

@@ -127,7 +127,7 @@ class OnlineDataScheduler(IterableDataset):
 
     def observe(self, snapshot: dict[str, Any]) -> None:
         """Records that the window carrying `snapshot` was consumed (main process)."""
-        if self._state["num_workers"] is not None and snapshot["num_workers"] != self._state["num_workers"]:
+        if snapshot["num_workers"] != self._state["num_workers"]:
             self._prepare_layout(snapshot["num_workers"])
         self._state["num_workers"] = snapshot["num_workers"]
         self._state["roles"][str(snapshot["role"])] = snapshot
@@ -176,8 +176,25 @@ class OnlineDataScheduler(IterableDataset):
         return resume.elastic_state(ranks, self._fresh_state(), self.settings)
 
     def _prepare_layout(self, num_workers: int) -> None:
-        """A different worker count than saved turns an exact resume into an elastic one."""
+        """A different worker count than saved turns an exact resume into an elastic one; after a change of world
+        size, a worker count that keeps the shard count takes the old shards over as they stood."""
         saved = self._state["num_workers"]
+        if saved is None and self._loaded is not None and self._loaded[0]["world_size"] != self.world_size:
+            regrouped = resume.regrouped_state(self._loaded, self._fresh_state(), self.settings, num_workers)
+            if regrouped is not None:
+                self._state = regrouped
+                self._state["rotation"] = resume.rotation(self._state, self.settings)
+                if get_worker_info() is None:
+                    logger.info(
+                        "OnlineDataScheduler: %d ranks x %d workers -> %d x %d: the same %d shards continue where "
+                        "they stood; the stream is the uninterrupted run's.",
+                        self._loaded[0]["world_size"],
+                        self._loaded[0]["num_workers"],
+                        self.world_size,
+                        num_workers,
+                        self.world_size * num_workers,
+                    )
+                return
         if saved is not None and saved != num_workers:
             logger.warning(
                 "OnlineDataScheduler: checkpoint had %d DataLoader workers per rank, now %d; resuming without loss "
