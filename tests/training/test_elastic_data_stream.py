@@ -1,14 +1,13 @@
 """The data stream across a world-size change, through the real launcher (pretrain_driver.py: `build_trainer` +
-`run`, as examples/pretrain.py): a run on 2 processes killed after its checkpoint at step 3, resumed on 1 process
-until its finite sources run dry.
-
-What the scheduler guarantees across a world-size change (docs/data.md, "Resume"): every token of every document
-is trained exactly once over the two runs (none twice, none skipped), the step, the tokens seen and the mixture
-journal carry over; which windows make up a step after the change is *not* that of an uninterrupted run (it
-depends on the world size), so losses after the resume differ from an uninterrupted run's. Checked exactly
-(integer token counts per source, no tolerance): the recorded micro-batches of both runs, against the corpus
-tokenized by the run's own tokenizer. SpikeGuard's state (the only monitor that keeps state between steps) is
-checked to arrive unchanged.
+`run`, as examples/pretrain.py): a run on 2 processes killed in step 7 (after checkpoints 3 and 6; its record of
+steps 1-7 is the uninterrupted run's), whose checkpoint-3 is resumed on 1 process twice:
+- without DataLoader workers (1 shard instead of 2) until its finite sources run dry: every token of every
+  document is trained exactly once over the two runs (none twice, none skipped; exact integer token counts per
+  source against the corpus tokenized by the run's own tokenizer), the step, the tokens seen (a schedule in
+  tokens), the data counters and SpikeGuard's state (the only monitor that keeps state between steps) carry
+  over; which windows make up a step is not the uninterrupted run's, so losses differ after the resume;
+- with 2 DataLoader workers (2 shards, as before): the same windows in every step as the uninterrupted run, and
+  the same losses up to float summation order.
 """
 
 import json
