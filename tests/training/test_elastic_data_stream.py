@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from tests.launch import free_port, run_process_group
@@ -76,7 +77,9 @@ def _config(corpus: Path, folder: Path) -> Path:
 
 
 def _drive(processes: int, config: Path, out: Path, record: Path, *options: str, overrides: tuple = ()) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "DS_ACCELERATOR": "cpu"}
+    if not any(o.startswith("train.deepspeed=") for o in overrides):
+        env["ACCELERATE_USE_CPU"] = "true"  # gloo DDP; under DeepSpeed the launcher opens the process group itself
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
     command = [*launcher, "--master_port", str(free_port()), str(DRIVER), *options, f"--record={record}"]
     command += [str(config), f"output_dir={out}", *overrides]
@@ -134,10 +137,10 @@ def runs(tmp_path_factory):
     return {"root": root, "texts": texts, "config": config, "first": first}
 
 
-def _resume_on_one(runs, name: str, *options: str, overrides: tuple = ()) -> tuple[Path, str]:
+def _resume_on_one(runs, name: str, *options: str, overrides: tuple = (), first: Path | None = None):
     """`first`'s checkpoint-3 resumed on 1 process in a directory of its own (with `first`'s tokenizer, as
-    `resume: auto` in the same directory would)."""
-    root, first = runs["root"], runs["first"]
+    `resume: auto` in the same directory would); returns the run directory and the output."""
+    root, first = runs["root"], first or runs["first"]
     resumed = root / name / "pretrain-demo"
     resumed.mkdir(parents=True)
     shutil.copytree(first / "checkpoint-3", resumed / "checkpoint-3")
@@ -210,3 +213,27 @@ def test_one_process_with_two_workers_continues_the_uninterrupted_stream(runs):
     assert sorted(losses) == list(range(1, 7))
     for step in (4, 5, 6):
         assert losses[step] == pytest.approx(reference[step], abs=1e-4), step
+
+
+@pytest.mark.slow  # two DeepSpeed launches (~45 s each on 2 shared cores)
+def test_zero2_two_to_one_process_with_two_workers_continues_the_uninterrupted_run(runs):
+    """The same through DeepSpeed ZeRO-2 (the universal checkpoint re-slices the optimizer for 1 process): the
+    resumed run's losses and its weights at step 6 are the uninterrupted 2-process run's (1e-4 and 1e-5, as
+    above and in test_world_size_change.py)."""
+    root = runs["root"]
+    deepspeed = f"train.deepspeed={ROOT / 'examples' / 'configs' / 'deepspeed' / 'zero2.json'}"
+    killed = _drive(2, runs["config"], root / "ds-first", root / "rec-ds-first", "--kill-at=7", overrides=(deepspeed,))
+    first = root / "ds-first" / "pretrain-demo"
+    assert (first / "checkpoint-6" / "COMPLETE").is_file(), killed[-4000:]
+    resumed, output = _resume_on_one(
+        runs, "ds-workers", "--kill-at=7", overrides=(deepspeed, "data.num_workers=2"), first=first
+    )
+    assert "through DeepSpeed's universal checkpoint" in output and "the same 2 shards continue" in output
+    steps = range(4, 8)
+    assert _rows_by_step(root / "rec-ds-workers", 1, steps) == _rows_by_step(root / "rec-ds-first", 2, steps)
+    reference = _losses(json.loads((first / "checkpoint-6" / "trainer_state.json").read_text())["log_history"])
+    losses = _losses(json.loads((resumed / "checkpoint-6" / "trainer_state.json").read_text())["log_history"])
+    for step in (4, 5, 6):
+        assert losses[step] == pytest.approx(reference[step], abs=1e-4), step
+    ref, res = (load_file(str(run / "checkpoint-6" / "model.safetensors")) for run in (first, resumed))
+    assert max((ref[k] - res[k]).abs().max().item() for k in ref) < 1e-5

@@ -186,8 +186,8 @@ class OnlineDataScheduler(IterableDataset):
                 self._state["rotation"] = resume.rotation(self._state, self.settings)
                 if get_worker_info() is None:
                     logger.info(
-                        "OnlineDataScheduler: %d ranks x %d workers -> %d x %d: the same %d shards continue where "
-                        "they stood; the stream is the uninterrupted run's.",
+                        "OnlineDataScheduler: world size x DataLoader workers %d x %d -> %d x %d: the same %d shards "
+                        "continue where they stood; the stream is the uninterrupted run's.",
                         self._loaded[0]["world_size"],
                         self._loaded[0]["num_workers"],
                         self.world_size,
