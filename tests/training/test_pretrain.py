@@ -202,6 +202,18 @@ def test_deepspeed_without_a_launcher_is_refused_with_the_command_to_use(tmp_pat
         check_launch(config)
 
 
+def test_deepspeed_with_accelerate_cpu_mode_is_refused_naming_the_variable(tmp_path, monkeypatch):
+    """Under torchrun with ACCELERATE_USE_CPU=true (the DDP-on-CPU setting) DeepSpeed failed inside the Trainer
+    with an AttributeError on AcceleratorState."""
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    config = load_run_config(DEMO, small(tmp_path, f"train.deepspeed={ROOT / 'examples/configs/deepspeed/zero2.json'}"))
+    with pytest.raises(LaunchError, match="Unset ACCELERATE_USE_CPU"):
+        check_launch(config)
+    monkeypatch.delenv("ACCELERATE_USE_CPU")
+    check_launch(config)
+
+
 def test_accelerate_cpu_with_two_processes_is_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(

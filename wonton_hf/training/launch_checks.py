@@ -3,7 +3,8 @@
 The traps, measured with accelerate 1.15 and DeepSpeed 0.19 on CPU machines: a DeepSpeed config in a process
 no launcher started fails deep inside DeepSpeed (`No module named 'mpi4py'`); `accelerate launch --cpu
 --num_processes 2` starts one process; `use_cpu: false` with several processes and no CUDA device makes each
-process train its own copy. Each is cheap to see from the environment and expensive to find in a result.
+process train its own copy; a DeepSpeed config with ACCELERATE_USE_CPU set (the DDP-on-CPU setting) stops inside
+accelerate with an AttributeError. Each is cheap to see from the environment and expensive to find in a result.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ def check_launch(config: Any, script: str = "examples/pretrain.py") -> None:
             "fails inside DeepSpeed with `No module named 'mpi4py'`). Launch with:\n"
             f"  accelerate launch --config_file examples/configs/accelerate/deepspeed_zero2.yaml {script} ...\n"
             "or, without a GPU: --config_file examples/configs/accelerate/deepspeed_zero2_cpu.yaml"
+        )
+    if config.train.deepspeed and os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+        raise LaunchError(
+            "`train.deepspeed` is set and so is ACCELERATE_USE_CPU (accelerate's CPU mode, for DDP on CPU): the "
+            "Trainer would stop inside accelerate with \"'AcceleratorState' object has no attribute "
+            "'mixed_precision'\". Unset ACCELERATE_USE_CPU (and `--cpu`): DeepSpeed on a CUDA-less machine is set "
+            "up by the run itself."
         )
     parent = _parent_command_line()
     requested = _requested_processes(parent) if any("accelerate" in part for part in parent[:3]) else None
