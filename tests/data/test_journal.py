@@ -117,3 +117,22 @@ def test_the_workers_journal_file_is_compacted_without_changing_the_stream(corpu
     plain, plain_lines = run(10**6)
     assert all(torch.equal(a, b) for a, b in zip(compacted, plain, strict=True))
     assert max(lines) <= 4 + 12 < plain_lines[-1] == 40  # the rewritten file holds the pending changes only
+
+
+def test_a_reader_that_missed_two_rewrites_still_reads_every_entry(tmp_path):
+    """A rewrite is a new file renamed over the old one; ext4 hands the freed inode number back on the next
+    rewrite, so after two rewrites between polls the file has the inode the reader knows while its offset
+    belongs to another file (it read nothing, or from mid-line: entries lost). Seen as a worker getting a
+    mixture change after it had produced windows for that step."""
+    from wonton_hf.data.mixture import JournalChannel
+
+    path = str(tmp_path / "journal.jsonl")
+    writer, reader = JournalChannel(path), JournalChannel(path)
+    entry = lambda seq: {"seq": seq, "step": seq, "kind": "set", "weights": {"en": 1.0}, "reason": "x" * seq}  # noqa: E731
+    writer.write_all([entry(0), entry(1), entry(2)])
+    assert [e["seq"] for e in reader.poll()] == [0, 1, 2]
+    writer.write_all([entry(2), entry(3)])  # two rewrites before the reader polls again
+    writer.write_all([entry(4), entry(5), entry(6), entry(7)])
+    assert [e["seq"] for e in reader.poll()] == [4, 5, 6, 7]
+    writer.append(entry(8))
+    assert [e["seq"] for e in reader.poll()] == [8]

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,16 +212,22 @@ def new_settled() -> dict[str, Any]:
     return {"step": -1, "weights": None, "multipliers": None, "changes": {}}
 
 
+_GENERATION = "journal_generation"
+"""Key of the first line of a rewritten journal file (see `JournalChannel`)."""
+
+
 class JournalChannel:
     """The journal as a JSON-lines file, so DataLoader worker processes see new entries.
 
     Workers are forked copies of the dataset: an entry appended in the main process after the fork is
     invisible to them unless it travels through something they can read. A local file costs one `stat`
     per window to poll and needs no extra process or socket. Every `compact_every` appends the main process
-    rewrites the file with the pending entries only (a new file, renamed over the old one): a reader that sees
-    a new inode reads it from the start and skips the entries it has by their `seq`, so the file stays small
-    over any number of changes. (Folded entries are safe to drop: every worker had read them before producing
-    the windows of their step, which were consumed.)
+    rewrites the file with the pending entries only (a new file, renamed over the old one), so the file stays
+    small over any number of changes. A rewritten file starts with a line naming its generation: a reader that
+    finds another generation reads it from the start and skips the entries it has by their `seq`. Not the
+    inode: ext4 hands a freed inode number back on the next rewrite, so after two rewrites between polls a
+    reader would take the new file for the one it knew and read it from a stale offset. (Folded entries are
+    safe to drop: every worker had read them before producing the windows of their step, which were consumed.)
     """
 
     compact_every = 1024
@@ -228,16 +235,17 @@ class JournalChannel:
     def __init__(self, path: str) -> None:
         self.path = path
         self._offset = 0
-        self._size = -1
-        self._inode: int | None = None
+        self._seen: tuple[int, int, int] | None = None  # (inode, size, mtime) at the last complete read
+        self._generation: str | None = None
         self._appended = 0
 
     def write_all(self, entries: list[dict[str, Any]]) -> None:
         tmp = f"{self.path}.tmp"
         with open(tmp, "w") as f:
+            f.write(json.dumps({_GENERATION: uuid.uuid4().hex}) + "\n")
             f.writelines(json.dumps(e, sort_keys=True) + "\n" for e in entries)
         os.replace(tmp, self.path)
-        self._offset, self._size, self._inode, self._appended = 0, -1, None, 0
+        self._offset, self._seen, self._generation, self._appended = 0, None, None, 0
 
     def append(self, entry: dict[str, Any]) -> None:
         with open(self.path, "a") as f:
@@ -256,17 +264,20 @@ class JournalChannel:
             st = os.stat(self.path)
         except FileNotFoundError:
             return []
-        if st.st_ino == self._inode and st.st_size == self._size:
+        if (st.st_ino, st.st_size, st.st_mtime_ns) == self._seen:
             return []
         with open(self.path, "rb") as f:
-            inode = os.fstat(f.fileno()).st_ino  # the file opened, which a rewrite may have replaced since the stat
-            if inode != self._inode:
-                self._inode, self._offset = inode, 0
+            st = os.fstat(f.fileno())  # the file opened, which a rewrite may have replaced since the stat
+            first = f.readline()
+            generation = json.loads(first).get(_GENERATION) if first.endswith(b"\n") else None
+            if generation != self._generation or self._offset < len(first):
+                self._generation, self._offset = generation, 0 if generation is None else len(first)
             f.seek(self._offset)
             data = f.read()
         end = data.rfind(b"\n") + 1
         self._offset += end
-        self._size = self._offset if end == len(data) else -1
+        complete = end == len(data) and self._offset == st.st_size
+        self._seen = (st.st_ino, st.st_size, st.st_mtime_ns) if complete else None
         return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
 
 
