@@ -37,9 +37,11 @@ from ..distributed import barrier, is_main_process
 from ..distributed import shutdown as shutdown
 from ..models.wonton import WontonForCausalLM
 from .arguments import common_training_arguments, optimizer_arguments, scheduler_kwargs
+from .compilation import compile_decoder_layers
 from .config import RunConfig, dump_run_config
 from .console import quiet_progress_bars
 from .elastic import prepare_world_size_change
+from .float8 import Float8Trainer, check_float8
 from .launch_checks import check_launch
 from .model_init import fresh_wonton_model
 from .run_callbacks import install_run_callbacks
@@ -232,6 +234,7 @@ def build_trainer(config: RunConfig) -> PreparedRun:
     """Everything checked (launch, config, files) before the tokenizer trains or the model is allocated."""
     config.check_files()
     check_launch(config)
+    check_float8(config)
     args = build_training_arguments(config)
     sources = build_sources(config)
     if is_main_process():
@@ -240,9 +243,14 @@ def build_trainer(config: RunConfig) -> PreparedRun:
     tokenizer = build_tokenizer(config, sources)
     set_seed(config.train.seed)  # the same initial weights on every rank and in every rerun
     model = build_model(config, tokenizer)
+    if config.train.compile is not None:  # per decoder layer, in place (see `compilation` for why not the Trainer's)
+        compile_decoder_layers(model, **config.train.compile.model_dump())
     scheduler = build_scheduler(config, sources, tokenizer, args)
     eval_dataset = build_eval_dataset(config, scheduler)
-    trainer = Trainer(
+    float8 = config.train.float8
+    trainer_class, extra = (Trainer, {}) if float8 is None else (Float8Trainer, {"float8_recipe": float8.recipe})
+    trainer = trainer_class(
+        **extra,
         model=model,
         args=args,
         train_dataset=scheduler,
