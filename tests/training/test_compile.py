@@ -143,3 +143,14 @@ def test_run_config_compile_trains_through_the_trainer_like_eager(tmp_path, fres
     assert len(losses["eager"]) == len(losses["compiled"]) == 4
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-6)
     assert 1 <= fresh_dynamo["stats"]["unique_graphs"] <= 2 and not fresh_dynamo["graph_break"]
+
+
+def test_flash_attention_runs_get_the_document_boundaries_from_the_collator():
+    """transformers' flash path reads packing from `position_ids` only for one-row batches: the collator must hand
+    it `cu_seq_lens` (the GPU check verifies that no document sees another under flash varlen)."""
+    from wonton_hf.training.pretrain import packed_collator
+
+    assert packed_collator(
+        load_run_config(DEMO, ["model.attn_implementation=flash_attention_2"])
+    ).return_flash_attn_kwargs
+    assert not packed_collator(load_run_config(DEMO, ["model.attn_implementation=sdpa"])).return_flash_attn_kwargs

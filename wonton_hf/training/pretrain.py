@@ -153,6 +153,12 @@ def scheduler_settings(config: RunConfig, args: TrainingArguments) -> SchedulerS
     )
 
 
+def packed_collator(config: RunConfig) -> PackedWindowCollator:
+    """Flash attention needs the documents' boundaries as `cu_seq_lens`: from `position_ids` alone transformers
+    finds them only in a batch of one row, and runs plain causal attention across the documents of larger ones."""
+    return PackedWindowCollator(return_flash_attn_kwargs=config.model.attn_implementation == "flash_attention_2")
+
+
 def build_scheduler(config: RunConfig, sources: list[DataSource], tokenizer, args) -> OnlineDataScheduler:
     schedule = config.data.schedule.model_dump() if config.data.schedule is not None else None
     return OnlineDataScheduler(sources, tokenizer, settings=scheduler_settings(config, args), schedule=schedule)
@@ -255,7 +261,7 @@ def build_trainer(config: RunConfig) -> PreparedRun:
         args=args,
         train_dataset=scheduler,
         eval_dataset=eval_dataset,
-        data_collator=PackedWindowCollator(),
+        data_collator=packed_collator(config),
         processing_class=tokenizer,
     )
     plan = shared_resume_plan(config.run_dir, config.resume)
