@@ -51,9 +51,11 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_compiled_layers_give_the_eager_loss_and_gradients_and_compile_once(attn, fresh_dynamo):
+@pytest.mark.parametrize("attn, checkpointing", [("eager", False), ("sdpa", False), ("sdpa", True)])
+def test_compiled_layers_give_the_eager_loss_and_gradients_and_compile_once(attn, checkpointing, fresh_dynamo):
     eager = tiny_model(attn)
+    if checkpointing:  # `train.gradient_checkpointing`: the compiled layer runs inside the recomputation
+        eager.gradient_checkpointing_enable()
     compiled = copy.deepcopy(eager)
     assert compile_decoder_layers(compiled, backend="aot_eager", fullgraph=True) == 3
     for seed in (1, 2, 3, 4):  # new data every step, same shape: no recompilation after the first
