@@ -17,14 +17,12 @@ step (a test counts dynamo's frames over several steps). In place, the parameter
 not change: checkpoints of compiled and eager runs are interchangeable, and DeepSpeed or FSDP2 wrap the model
 after this as they would an eager one.
 
-Measured against the Trainer's own `torch_compile` (which wraps the whole model in `torch.compile`) on 2 CPU
-cores, wonton-tiny, inductor: the whole model took 93 s to compile against 21 s for the layers, with no faster
-steps (`benchmarks/compile_speed.py` measures both against eager; docs/benchmarks.md has the figures).
+Measured against the Trainer's own `torch_compile` (which wraps the whole model in `torch.compile`) by
+`benchmarks/compile_speed.py` on 2 CPU cores, inductor, wonton-tiny: the layers compiled in 67 s and stepped 1.29x
+faster than eager; the whole model took 175 s and 1.15x (docs/benchmarks.md has the figures and wonton-125m's).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from torch import nn
 
@@ -50,7 +48,6 @@ def compile_decoder_layers(
     mode: str | None = None,
     fullgraph: bool = False,
     dynamic: bool | None = None,
-    options: dict[str, Any] | None = None,
 ) -> int:
     """Compile every decoder layer of `model` in place (lazily: the first forward traces); returns how many.
 
@@ -59,5 +56,5 @@ def compile_decoder_layers(
     """
     layers = decoder_layers(model)
     for layer in layers:
-        layer.compile(backend=backend, mode=mode, fullgraph=fullgraph, dynamic=dynamic, options=options)
+        layer.compile(backend=backend, mode=mode, fullgraph=fullgraph, dynamic=dynamic)
     return len(layers)
