@@ -6,7 +6,7 @@ Rows, in this order (the most telling first, so a time budget cuts the least tel
 
 1. `attention`: flash-attention 2 varlen, sdpa, flex and eager attention with the document mask on packed rows
    (two rows of 2,048 tokens, five documents; wonton-1b's width and head_dim, two layers, bf16). Each backend's
-   logits against eager attention in fp32 (max |diff| / max |logit| <= 2e-2, bf16's rounding), and no
+   logits against eager attention in fp32 (max |diff| / max |logit| <= 3e-2, bf16's rounding), and no
    cross-document attention: the first document's tokens are replaced and every other document's logits must
    stay put (<= 1e-3 of the logit scale; any leak moves them by O(1)). flash gets the documents' `cu_seq_lens`
    from the collator, as pretraining passes them.
@@ -70,7 +70,7 @@ BACKENDS = ("flash_attention_2", "sdpa", "flex_attention", "eager")
 SEQ_LEN = 2048
 DOCUMENTS = ((300, 700, 1048), (1024, 1024))
 """document lengths of the two packed rows of the attention check"""
-LOGIT_TOLERANCE = 2e-2
+LOGIT_TOLERANCE = 3e-2
 ISOLATION_TOLERANCE = 1e-3
 GIB = 2**30
 
