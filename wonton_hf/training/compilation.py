@@ -18,8 +18,9 @@ not change: checkpoints of compiled and eager runs are interchangeable, and Deep
 after this as they would an eager one.
 
 Measured against the Trainer's own `torch_compile` (which wraps the whole model in `torch.compile`) by
-`benchmarks/compile_speed.py` on 2 CPU cores, inductor, wonton-tiny: the layers compiled in 67 s and stepped 1.29x
-faster than eager; the whole model took 175 s and 1.15x (docs/benchmarks.md has the figures and wonton-125m's).
+`benchmarks/compile_speed.py` on 2 CPU cores, inductor: the whole model took 2.3-2.6x the layers' compile time
+(wonton-tiny 175 s against 67 s, wonton-125m 457 s against 196 s) for no consistent step gain (tiny: 1.15x eager
+against the layers' 1.29x; 125m: both within the noise). docs/benchmarks.md has the table.
 """
 
 from __future__ import annotations
