@@ -177,6 +177,22 @@ MUTANTS = [
         ("tests/training/test_config_unknown_keys.py", "tests/training/test_config.py"),
         "no config section refuses unknown keys",
     ),
+    Mutant(
+        "flash_without_document_boundaries",
+        'return_flash_attn_kwargs=config.model.attn_implementation == "flash_attention_2"',
+        "return_flash_attn_kwargs=False",
+        "tests/training",
+        ("tests/training/test_compile.py",),
+        "flash attention on batches of several packed rows attends across documents (no cu_seq_lens)",
+    ),
+    Mutant(
+        "float8_capability_ignored",
+        "if capability < MIN_CAPABILITY:",
+        "if capability < (8, 0):",
+        "tests/training",
+        ("tests/training/test_float8.py",),
+        "float8 accepted on an A100: accelerate then trains in fp16 instead, silently",
+    ),
 ]
 
 

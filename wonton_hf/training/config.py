@@ -306,7 +306,62 @@ class OptimizerConfig(OptimizerFields):
         return self.decay_steps if self.decay_steps is not None else max(1, round(self.decay_fraction * max_steps))
 
 
-class TrainConfig(CommonTrainFields):
+# ---- torch.compile and float8 (`training/compilation.py`, `training/float8.py`) ----
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""`torch.compile` modes (null: torch's default)."""
+FLOAT8_RECIPES = ("tensorwise", "rowwise", "rowwise_with_gw_hp")
+"""torchao's float8 training recipes (`Float8LinearConfig.from_recipe_name`)."""
+
+
+class CompileConfig(Section):
+    """`torch.compile` of every decoder layer, in place; the mask, the loss and the hooks stay eager (the module
+    docstring of `wonton_hf.training.compilation` says why)."""
+
+    backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
+    """inductor (generated kernels) | aot_eager (traces forward and backward, runs them eagerly: a check) | eager"""
+    mode: Literal[COMPILE_MODES] | None = None
+    """a `torch.compile` mode; null: torch's default"""
+    fullgraph: bool = False
+    """fail on a graph break inside a layer instead of splitting the graph"""
+    dynamic: bool | None = None
+    """dynamic shapes: null lets torch decide (packed windows have one shape, so they compile once)"""
+
+
+class Float8Config(Section):
+    """float8 linears (torchao through accelerate's `AORecipeKwargs`); needs a GPU of compute capability >= 8.9."""
+
+    recipe: Literal[FLOAT8_RECIPES] = "tensorwise"
+    """tensorwise (fastest) | rowwise | rowwise_with_gw_hp (most accurate): torchao's scaling recipes"""
+
+
+class AccelerationFields(Section):
+    """The `train` fields that change how each step computes, not what it computes."""
+
+    compile: CompileConfig | None = None
+    """`torch.compile` per decoder layer (`{}`: on with inductor); null: eager"""
+    float8: Float8Config | None = None
+    """float8 linears in the decoder layers (`{}`: tensorwise); null: off. GPUs of compute capability >= 8.9 only,
+    refused at launch elsewhere"""
+
+    def rules(self) -> list[tuple[str, str]]:
+        """float8 runs under bf16 autocast and on a GPU: a config asking for another precision or the CPU is wrong
+        on every machine (the GPU's own capability is checked at launch, `training.float8.check_float8`)."""
+        found = []
+        if self.float8 is not None and self.precision not in ("auto", "bf16"):
+            found.append(
+                (
+                    "float8",
+                    f"needs bf16 around the float8 matmuls, got precision {self.precision!r}: set "
+                    "`train.precision: bf16` (or auto), or `train.float8: null`.",
+                )
+            )
+        if self.float8 is not None and self.use_cpu:
+            found.append(("float8", "float8 needs a GPU and train.use_cpu is true: set `train.float8: null`."))
+        return found
+
+
+class TrainConfig(CommonTrainFields, AccelerationFields):
     max_steps: int = Field(1000, gt=0)
     """optimizer steps of the run"""
     average_last: int | None = Field(None, ge=2)

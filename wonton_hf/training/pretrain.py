@@ -37,9 +37,11 @@ from ..distributed import barrier, is_main_process
 from ..distributed import shutdown as shutdown
 from ..models.wonton import WontonForCausalLM
 from .arguments import common_training_arguments, optimizer_arguments, scheduler_kwargs
+from .compilation import compile_decoder_layers
 from .config import RunConfig, dump_run_config
 from .console import quiet_progress_bars
 from .elastic import prepare_world_size_change
+from .float8 import Float8Trainer, check_float8
 from .launch_checks import check_launch
 from .model_init import fresh_wonton_model
 from .run_callbacks import install_run_callbacks
@@ -151,6 +153,12 @@ def scheduler_settings(config: RunConfig, args: TrainingArguments) -> SchedulerS
     )
 
 
+def packed_collator(config: RunConfig) -> PackedWindowCollator:
+    """Flash attention needs the documents' boundaries as `cu_seq_lens`: from `position_ids` alone transformers
+    finds them only in a batch of one row, and runs plain causal attention across the documents of larger ones."""
+    return PackedWindowCollator(return_flash_attn_kwargs=config.model.attn_implementation == "flash_attention_2")
+
+
 def build_scheduler(config: RunConfig, sources: list[DataSource], tokenizer, args) -> OnlineDataScheduler:
     schedule = config.data.schedule.model_dump() if config.data.schedule is not None else None
     return OnlineDataScheduler(sources, tokenizer, settings=scheduler_settings(config, args), schedule=schedule)
@@ -232,6 +240,7 @@ def build_trainer(config: RunConfig) -> PreparedRun:
     """Everything checked (launch, config, files) before the tokenizer trains or the model is allocated."""
     config.check_files()
     check_launch(config)
+    check_float8(config)
     args = build_training_arguments(config)
     sources = build_sources(config)
     if is_main_process():
@@ -240,14 +249,19 @@ def build_trainer(config: RunConfig) -> PreparedRun:
     tokenizer = build_tokenizer(config, sources)
     set_seed(config.train.seed)  # the same initial weights on every rank and in every rerun
     model = build_model(config, tokenizer)
+    if config.train.compile is not None:  # per decoder layer, in place (see `compilation` for why not the Trainer's)
+        compile_decoder_layers(model, **config.train.compile.model_dump())
     scheduler = build_scheduler(config, sources, tokenizer, args)
     eval_dataset = build_eval_dataset(config, scheduler)
-    trainer = Trainer(
+    float8 = config.train.float8
+    trainer_class, extra = (Trainer, {}) if float8 is None else (Float8Trainer, {"float8_recipe": float8.recipe})
+    trainer = trainer_class(
+        **extra,
         model=model,
         args=args,
         train_dataset=scheduler,
         eval_dataset=eval_dataset,
-        data_collator=PackedWindowCollator(),
+        data_collator=packed_collator(config),
         processing_class=tokenizer,
     )
     plan = shared_resume_plan(config.run_dir, config.resume)
