@@ -10,8 +10,8 @@ accelerate 1.15:
   uses the run's precision for both the parameters and the gradient reduction (bf16 reduce-scatter). We set
   the policy on the plugin before the model is wrapped: bf16 parameters, fp32 reduction (what torchtitan and
   OLMo-core run), unless `train.fsdp.reduce_dtype: bf16`.
-- **CPU processes.** accelerate picks its FSDP branch only for accelerator devices: with `use_cpu` (the only
-  way to get a gloo group on a CUDA-less machine) it silently prepares the model with DDP instead, although
+- **CPU processes.** accelerate picks its FSDP branch only for accelerator devices: with `use_cpu` (how it
+  opens a gloo group on a CUDA-less machine) it silently prepares the model with DDP instead, although
   torch's `fully_shard` runs on CPU over gloo. `fsdp_on_cpu_state` opens the gloo process state first and
   presents it as multi-device, so that the plugin is taken; the model is then sharded on CPU (parameters
   become `DTensor`s with `Shard(0)` over the ranks). For tests and sharding checks, not speed.
@@ -30,14 +30,11 @@ wrapped the model (`isinstance` and FSDP's hooks are unaffected).
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
-
-logger = logging.getLogger(__name__)
 
 STATE_DICT_TYPES = {"sharded": "SHARDED_STATE_DICT", "full": "FULL_STATE_DICT"}
 """`train.fsdp.state_dict_type` -> accelerate's name."""
