@@ -146,14 +146,18 @@ def fsdp_problems(train: Any) -> list[tuple[str, str]]:
         )
     if train.precision == "fp16":
         found.append(
-            ("train.precision", "fp16 with train.fsdp is not supported here (no sharded loss scaler): use bf16.")
+            (
+                "train.precision",
+                "fp16 with train.fsdp is not supported here (loss scaling over sharded gradients is "
+                "untested): use bf16.",
+            )
         )
     if fsdp.reduce_dtype != "fp32" and train.precision == "fp32":
         found.append(
             (
                 "train.fsdp.reduce_dtype",
-                f"got {fsdp.reduce_dtype!r} with train.precision fp32: nothing is "
-                "cast in fp32; remove it or set train.precision: bf16.",
+                f"got {fsdp.reduce_dtype!r} with train.precision fp32: without mixed precision nothing is cast and "
+                "gradients reduce in fp32 anyway; remove it or set train.precision: bf16.",
             )
         )
     if fsdp.layer_classes is not None and not fsdp.layer_classes:
