@@ -193,6 +193,22 @@ MUTANTS = [
         ("tests/training/test_float8.py",),
         "float8 accepted on an A100: accelerate then trains in fp16 instead, silently",
     ),
+    Mutant(
+        "fsdp_reduce_in_bf16",
+        'reduce = torch.float32 if reduce_dtype == "fp32" else param',
+        "reduce = param",
+        "tests/training",
+        ("tests/training/test_fsdp_config.py",),
+        "FSDP2 under bf16 reduce-scatters gradients in bf16 although train.fsdp.reduce_dtype says fp32",
+    ),
+    Mutant(
+        "fsdp_cpu_falls_back_to_ddp",
+        'PartialState._shared_state["distributed_type"] = DistributedType.MULTI_GPU',
+        "pass",
+        "tests/training",
+        ("tests/training/test_fsdp2.py",),
+        "FSDP2 on CPU processes silently trains unsharded under DDP (accelerate's MULTI_CPU path)",
+    ),
 ]
 
 

@@ -31,6 +31,14 @@ def uses_deepspeed(args: TrainingArguments) -> bool:
     return bool(getattr(args, "deepspeed", None)) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
 
 
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor: an FSDP2 `DTensor` shard gathered from every rank (a collective: call it on all of them),
+    anything else as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
 class LoggingCallback(TrainerCallback):
     """Base of the monitors: pending metrics merged into the next log event (see the module docstring)."""
 

@@ -24,6 +24,11 @@ deterministically would likely reproduce the spike, and a dataset's `load_state_
 when the Trainer restarts iteration, which a callback cannot do. Checkpoints newer than the rollback
 point hold the abandoned trajectory and are renamed `<name>-rolled-back`, so resuming never picks them.
 
+Under FSDP2 (`fully_shard`) all of this holds as under DDP: the optimizer is a torch optimizer over the ranks'
+parameter shards, so clearing the (sharded) gradients skips the step on every rank, and the decision is the
+same everywhere because the loss it is taken from is averaged over the ranks first; a rollback reads the
+sharded checkpoint back through accelerate's FSDP loaders.
+
 DeepSpeed runs `engine.step()` inside `accelerator.backward`, before any callback sees the step: there
 the guard detects and logs bad steps but cannot skip them, and instead of rolling back in-process it
 stops training, so that the launcher's resume restarts from the last complete checkpoint (loading ZeRO
@@ -274,11 +279,33 @@ def _load_weights(checkpoint: Path, model: nn.Module) -> None:
         )
 
 
+def _fsdp_state() -> Any:
+    """accelerate's process state when the Trainer shards the model with FSDP, else None."""
+    from accelerate.state import AcceleratorState
+
+    if not AcceleratorState._shared_state:
+        return None
+    state = AcceleratorState()
+    return state if getattr(state, "fsdp_plugin", None) is not None else None
+
+
 def load_training_state(checkpoint: Path, model: nn.Module, optimizer: Any, lr_scheduler: Any) -> int:
-    """Model, optimizer and scheduler from a Trainer checkpoint; returns its step."""
-    _load_weights(checkpoint, model)
+    """Model, optimizer and scheduler from a Trainer checkpoint; returns its step.
+
+    Under FSDP the checkpoint holds the shards (torch DCP) or a full state dict in accelerate's layout; it is
+    read back with the calls the Trainer's own resume makes (every rank takes part). They read only the ranks and
+    the barrier from their `accelerator` argument, which accelerate's process state provides."""
+    fsdp = _fsdp_state()
+    if fsdp is not None:
+        from accelerate.utils import load_fsdp_model, load_fsdp_optimizer
+
+        load_fsdp_model(fsdp.fsdp_plugin, fsdp, model, str(checkpoint))
+        if optimizer is not None:
+            load_fsdp_optimizer(fsdp.fsdp_plugin, fsdp, optimizer, model, str(checkpoint))
+    else:
+        _load_weights(checkpoint, model)
     device = next(model.parameters()).device
-    if optimizer is not None and (checkpoint / "optimizer.pt").exists():
+    if fsdp is None and optimizer is not None and (checkpoint / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True))
     if lr_scheduler is not None and (checkpoint / "scheduler.pt").exists():
         lr_scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))

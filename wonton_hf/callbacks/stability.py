@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..distributed import all_reduce
-from ._common import LoggingCallback, StepLossCapture, publish_step_metrics
+from ._common import LoggingCallback, StepLossCapture, full_tensor, publish_step_metrics
 from .options import StabilityOptions
 
 logger = logging.getLogger(__name__)
@@ -265,7 +265,8 @@ class StabilityMonitor(LoggingCallback, StabilityOptions):
                     "StabilityMonitor: MLP weight gradients are not materialised here; gradient RMS is not logged.",
                 )
                 return {}
-            out[index] = weight.grad.detach().float().square().mean().sqrt()
+            # under FSDP2 the gradient is a DTensor shard: its mean is reduced over the shards, then gathered
+            out[index] = full_tensor(weight.grad.detach().float().square().mean()).sqrt()
         return out
 
     def _finish(self, args, model: nn.Module) -> dict[str, float]:
@@ -309,6 +310,7 @@ class StabilityMonitor(LoggingCallback, StabilityOptions):
             )
             return {}
         with torch.no_grad():
+            weight = full_tensor(weight)  # FSDP2: the head gathered from its shards for this measurement
             spectral, self._power_vector = spectral_norm(weight, self.output_norm_iterations, self._power_vector)
             rms_inf = weight.float().norm(dim=1).max() * weight.shape[1] ** 0.5
         return {f"{PREFIX}/output_norm/spectral": spectral.item(), f"{PREFIX}/output_norm/rms_inf": rms_inf.item()}

@@ -48,6 +48,7 @@ from ..data.sources import SkipCounter
 from ..distributed import barrier, is_main_process
 from ..training.arguments import common_training_arguments, optimizer_arguments
 from ..training.console import quiet_progress_bars
+from ..training.fsdp import prepare_fsdp, save_full_model
 from ..training.launch_checks import check_launch as _check_launch
 from ..training.run_callbacks import install_run_callbacks
 from .config import (
@@ -188,6 +189,7 @@ def build_sft_trainer(config: SFTRunConfig, callbacks: list[TrainerCallback] | N
     logger.info("SFT of %s on %d conversations (%s)", origin, len(dataset), report.summary())
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
     install_run_callbacks(trainer, config.monitors, config.train)  # monitors, console; the completion marker last
+    prepare_fsdp(trainer, config.train.fsdp)  # FSDP2's mixed-precision policy (train.fsdp); nothing without it
     return PreparedSFT(config, trainer, tokenizer, report, origin)
 
 
@@ -205,7 +207,7 @@ def run_sft(prepared: PreparedSFT, resume_from: str | None = None) -> Path:
     exit_if_preempted(trainer, prepared.config.run_dir)
     final = prepared.config.run_dir / "final"
     with quiet_progress_bars():
-        trainer.save_model(str(final))
+        save_full_model(trainer, str(final))  # gathered from the shards under FSDP
     if trainer.is_world_process_zero():
         (final / "sft_data_report.json").write_text(json.dumps(dataclasses.asdict(prepared.data_report), indent=2))
     return final

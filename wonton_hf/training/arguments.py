@@ -10,6 +10,7 @@ from typing import Any
 
 from ..distributed import world_size
 from .devices import device_arguments
+from .fsdp import fsdp_training_arguments
 
 
 def common_training_arguments(config: Any) -> dict[str, Any]:
@@ -28,7 +29,8 @@ def common_training_arguments(config: Any) -> dict[str, Any]:
         report_to=train.report_to,
         seed=train.seed,
         data_seed=train.seed,
-        **device_arguments(train),  # use_cpu, precision, and the DeepSpeed-on-CPU process state
+        **device_arguments(train),  # use_cpu, precision, and the DeepSpeed- or FSDP-on-CPU process state
+        **fsdp_training_arguments(train.fsdp),  # FSDP2 (train.fsdp); the mixed-precision policy: fsdp.prepare_fsdp
     )
 
 

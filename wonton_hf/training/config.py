@@ -50,6 +50,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "EvaluationConfig",
+    "FsdpConfig",
     "ModelConfig",
     "MonitorsConfig",
     "OptimizerConfig",
@@ -104,6 +105,74 @@ class OptimizerFields(Section):
         return betas
 
 
+# ---- FSDP2 (fully_shard through accelerate; wonton_hf/training/fsdp.py) ----
+
+
+class FsdpConfig(Section):
+    """FSDP2: parameters, gradients and optimizer state sharded over the ranks (`torch.distributed.fsdp.fully_shard`
+    per decoder layer, through accelerate's plugin and the HF Trainer). `{}` turns it on with these defaults."""
+
+    layer_classes: list[str] | None = None
+    """module classes sharded one by one (one all-gather each); null: the model's decoder layer (WontonDecoderLayer)"""
+    reshard_after_forward: bool = True
+    """free each layer's gathered parameters after its forward (gathered again in backward): less memory, more
+    communication; false keeps them until backward (ZeRO-2-like)"""
+    activation_checkpointing: bool = False
+    """recompute each layer's activations in backward (FSDP's own; use it instead of train.gradient_checkpointing)"""
+    state_dict_type: Literal["sharded", "full"] = "sharded"
+    """checkpoints as torch DCP shards written by every rank (resumable on another number of processes) | one full
+    state dict gathered on rank 0; the final model is always saved full"""
+    reduce_dtype: Literal["fp32", "bf16"] = "fp32"
+    """gradient reduce-scatter dtype when train.precision is bf16/fp16 (parameters are cast for compute; the
+    sharded fp32 master weights and optimizer state stay fp32)"""
+
+
+def fsdp_problems(train: Any) -> list[tuple[str, str]]:
+    """`train.fsdp` against the rest of the `train` section (pretraining and SFT)."""
+    fsdp, found = train.fsdp, []
+    if fsdp is None:
+        return found
+    if train.deepspeed is not None:
+        found.append(
+            ("train.fsdp", "and train.deepspeed are both set: choose one (FSDP2 shards like ZeRO-3; null the other).")
+        )
+    if train.gradient_checkpointing:
+        found.append(
+            (
+                "train.gradient_checkpointing",
+                "is true with train.fsdp: use train.fsdp.activation_checkpointing instead (the Trainer's own "
+                "checkpointing adds a redundant all-gather per layer under FSDP).",
+            )
+        )
+    if train.precision == "fp16":
+        found.append(
+            (
+                "train.precision",
+                "fp16 with train.fsdp is not supported here (loss scaling over sharded gradients is "
+                "untested): use bf16.",
+            )
+        )
+    if fsdp.reduce_dtype != "fp32" and train.precision == "fp32":
+        found.append(
+            (
+                "train.fsdp.reduce_dtype",
+                f"got {fsdp.reduce_dtype!r} with train.precision fp32: without mixed precision nothing is cast and "
+                "gradients reduce in fp32 anyway; remove it or set train.precision: bf16.",
+            )
+        )
+    if fsdp.layer_classes is not None and not fsdp.layer_classes:
+        found.append(("train.fsdp.layer_classes", "is empty: name the layer class(es), or null for the decoder layer."))
+    if getattr(train, "average_last", None) and fsdp.state_dict_type == "sharded":
+        found.append(
+            (
+                "train.average_last",
+                "averages the checkpoints' model.safetensors, which sharded FSDP checkpoints do not write: set "
+                "train.fsdp.state_dict_type: full, or average_last: null.",
+            )
+        )
+    return found
+
+
 class CommonTrainFields(Section):
     """What every run passes to `TrainingArguments` the same way (pretraining and SFT)."""
 
@@ -117,6 +186,8 @@ class CommonTrainFields(Section):
     """a DeepSpeed JSON (e.g. examples/configs/deepspeed/zero2.json); needs a distributed launcher"""
     use_cpu: bool | None = None
     """null: CPU when no CUDA device is present"""
+    fsdp: FsdpConfig | None = None
+    """FSDP2 sharding (`{}`: on with its defaults); null: off (DDP, or DeepSpeed with `deepspeed`)"""
     logging_steps: int = Field(10, gt=0)
     """optimizer steps between two log events (one console line each)"""
     save_steps: int = Field(500, gt=0)
@@ -423,7 +494,7 @@ class RunConfigBase(Section):
             if name in names[:i]:
                 found.append((f"data.sources[{i}].name", f"got {name!r}: the name is used by an earlier source."))
         batch = self._batch_problem(int(os.environ.get("WORLD_SIZE", "1")))
-        return found + ([batch] if batch else [])
+        return found + ([batch] if batch else []) + fsdp_problems(self.train)
 
     def validate(self) -> None:
         """Re-check the whole config (e.g. after fields were changed in code); raises `ConfigError`."""

@@ -1,4 +1,5 @@
-"""Where and in which precision a run computes, and the DeepSpeed-on-CPU process state (pretraining and SFT).
+"""Where and in which precision a run computes, and the DeepSpeed- and FSDP-on-CPU process states (pretraining
+and SFT).
 
 Both build their `TrainingArguments` through `device_arguments`, so the accelerate/DeepSpeed world-size trap
 on CUDA-less machines is handled in one place.
@@ -46,6 +47,10 @@ def device_arguments(train: Any) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if use_cpu and train.deepspeed:
         use_cpu, extra = False, deepspeed_on_cpu_state()
+    elif use_cpu and getattr(train, "fsdp", None) is not None and "WORLD_SIZE" in os.environ:
+        from .fsdp import fsdp_on_cpu_state
+
+        extra = fsdp_on_cpu_state()  # else accelerate silently falls back to DDP on CPU
     return {"use_cpu": use_cpu, **precision_flags(train.precision, use_cpu), **extra}
 
 

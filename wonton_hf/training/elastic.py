@@ -11,7 +11,8 @@ the manifest), every rank waits, and the engine is told to load universally. Mod
 (step, monitors' state), the LR scheduler (in DeepSpeed's model-states file) and the data scheduler's state
 (already elastic) carry over; the per-rank RNG states cannot (their count changed).
 
-DDP needs none of this: its `optimizer.pt` is the full state on every rank.
+DDP needs none of this: its `optimizer.pt` is the full state on every rank. Nor does FSDP2: its sharded
+checkpoints are torch DCP directories, which `dcp.load` reads into whatever sharding the loading ranks have.
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ def prepare_world_size_change(trainer: Any, checkpoint: str | Path | None) -> st
     saved, current = saved_world_size(checkpoint), world_size()
     if saved is None or saved == current:
         return None
+    if getattr(trainer, "is_fsdp_enabled", False):
+        return (
+            f"World size changed ({saved} -> {current}): torch DCP reshards the FSDP model and optimizer state in "
+            f"{checkpoint} (weights, Adam moments, LR schedule, step and data state carry over; per-rank RNG states "
+            "do not)."
+        )
     if not getattr(trainer, "is_deepspeed_enabled", False) or deepspeed_tag(checkpoint) is None:
         return f"World size changed ({saved} -> {current}): the full optimizer state in {checkpoint} is loaded as is."
     error = None

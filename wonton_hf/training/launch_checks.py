@@ -60,6 +60,7 @@ def check_launch(config: Any, script: str = "examples/pretrain.py") -> None:
             "'mixed_precision'\". Unset ACCELERATE_USE_CPU (and `--cpu`): DeepSpeed on a CUDA-less machine is set "
             "up by the run itself."
         )
+    _check_fsdp_launch(config, script, launched)
     parent = _parent_command_line()
     requested = _requested_processes(parent) if any("accelerate" in part for part in parent[:3]) else None
     if not launched and requested and requested > 1:
@@ -72,6 +73,31 @@ def check_launch(config: Any, script: str = "examples/pretrain.py") -> None:
         raise LaunchError(
             "`train.use_cpu: false` with several processes and no CUDA device: each process would train its own "
             "copy. Remove the setting (CPU is chosen automatically) or run on GPUs."
+        )
+
+
+def _check_fsdp_launch(config: Any, script: str, launched: bool) -> None:
+    """FSDP2 needs a process group (one process is fine); the run config holds its settings, so an FSDP launcher
+    config without `train.fsdp` (or with DeepSpeed) is refused rather than guessed."""
+    fsdp = getattr(config.train, "fsdp", None)
+    env_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    env_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    if fsdp is not None and not launched:
+        raise LaunchError(
+            "`train.fsdp` is set but this process was not started by a distributed launcher (FSDP needs a process "
+            "group, even for one process). Launch with:\n"
+            f"  accelerate launch --config_file examples/configs/accelerate/fsdp2.yaml {script} ...\n"
+            f"or, without a GPU: --config_file examples/configs/accelerate/fsdp2_cpu.yaml, or `torchrun "
+            f"--nproc_per_node N {script} ...`"
+        )
+    if fsdp is not None and env_deepspeed:
+        raise LaunchError(
+            "`train.fsdp` is set but the launcher config is DeepSpeed's: use fsdp2.yaml / fsdp2_cpu.yaml."
+        )
+    if fsdp is None and env_fsdp:
+        raise LaunchError(
+            "The launcher config asks for FSDP but the run config has no `train.fsdp` section (it holds the FSDP "
+            "settings): add `train.fsdp: {}` (or the override `train.fsdp={}`), or launch with another config."
         )
 
 

@@ -42,6 +42,7 @@ from .config import RunConfig, dump_run_config
 from .console import quiet_progress_bars
 from .elastic import prepare_world_size_change
 from .float8 import Float8Trainer, check_float8
+from .fsdp import prepare_fsdp, save_full_model
 from .launch_checks import check_launch
 from .model_init import fresh_wonton_model
 from .run_callbacks import install_run_callbacks
@@ -280,6 +281,7 @@ def build_trainer(config: RunConfig) -> PreparedRun:
     if held_out is not None:  # right after the tracker: its metrics reach TensorBoard & co. in the same log event
         trainer.callback_handler.callbacks.insert(1, held_out)
     install_run_callbacks(trainer, config.monitors, config.train)  # monitors, console; the completion marker last
+    prepare_fsdp(trainer, config.train.fsdp)  # FSDP2's mixed-precision policy (train.fsdp); nothing without it
     elastic = prepare_world_size_change(trainer, resume_from)  # DeepSpeed shards re-sliced for another world size
     notice = f"{plan.notice} {elastic}" if elastic else plan.notice
     return PreparedRun(config, trainer, scheduler, tokenizer, resume_from, notice)
@@ -301,7 +303,7 @@ def run(prepared: PreparedRun) -> Path:
         logger.error("Training stopped by SpikeGuard; rerun the same command to resume from the last good checkpoint.")
         return final
     with quiet_progress_bars():
-        trainer.save_model(str(final))  # model + tokenizer (processing_class), on the main process only
+        save_full_model(trainer, str(final))  # model + tokenizer, written by the main process (gathered under FSDP)
     average_last = getattr(prepared.config.train, "average_last", None)
     if average_last and is_main_process():
         from .averaging import average_checkpoints
