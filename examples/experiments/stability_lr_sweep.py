@@ -349,15 +349,15 @@ def execute(specs: list[RunSpec], settings: Settings, prepared: dict[str, Any], 
 
 
 def grid(settings: Settings) -> list[RunSpec]:
-    """Seed-major, so that a sweep stopped early has whole seeds (every arm and LR) rather than whole arms."""
-    most = max(settings.widths.values())
+    """Width by width in the order given (the tiny width first), seed by seed, LR by LR with the arms innermost: a
+    sweep stopped early has whole seeds of the first width, and what it lacks of the last block is the same LRs in
+    every arm (arms are compared with the same n)."""
     return [
         RunSpec(arm, width, lr, seed)
-        for seed in range(most)
         for width, seeds in settings.widths.items()
-        if seed < seeds
-        for arm in settings.arms
+        for seed in range(seeds)
         for lr in settings.lrs
+        for arm in settings.arms
     ]
 
 
