@@ -69,14 +69,28 @@ def value_at(run: Run, key: str, step: int) -> float | None:
     return next((v for s, v in values(run, key) if s == step), None)
 
 
+def mean_bpb(run: Run, step: int) -> float | None:
+    """The unweighted mean over sources of the held-out bits per byte at `step` (None if a source is not finite).
+
+    Not the package's `eval_bpb`: that one pools the bytes of all sources, so a source with more bytes counts more.
+    """
+    found = [value_at(run, f"eval_{name}_bpb", step) for name in source_names(run)]
+    return None if not found or any(v is None for v in found) else mean(found)
+
+
+def eval_steps(run: Run) -> list[int]:
+    return [s for s, _ in values(run, "eval_bpb")]
+
+
 def final_bpb(run: Run) -> float | None:
-    """The unweighted mean held-out bits per byte of the run's last evaluation (None: none, or not finite)."""
-    points = run["series"].get("eval_bpb") or []
-    return points[-1][1] if points else None
+    """The unweighted mean held-out bpb of the run's last evaluation (None: none, or not finite)."""
+    steps = eval_steps(run)
+    return mean_bpb(run, steps[-1]) if steps else None
 
 
 def initial_bpb(run: Run) -> float | None:
-    return value_at(run, "eval_bpb", 0)
+    """l0: the unweighted mean held-out bpb before the first step."""
+    return mean_bpb(run, 0) if 0 in eval_steps(run) else None
 
 
 def source_names(run: Run) -> list[str]:
@@ -110,7 +124,7 @@ def divergence(run: Run) -> dict[str, Any]:
     first = losses[0][1] if losses else None
     event = next((s for s, v in losses[1:] if v is None or first is None or v > first + SPIKE_MARGIN), None)
     final, initial = final_bpb(run), initial_bpb(run)
-    heldout = [v for _, v in values(run, "eval_bpb")]
+    heldout = [mean_bpb(run, step) for step in eval_steps(run)]
     diverged = (
         run.get("error") is not None
         or not losses

@@ -52,10 +52,14 @@ def _run(
     width: str = "d64",
     metric: list[float] | None = None,
 ) -> dict:
-    """A hand-made result: training loss at steps 1.., held-out bpb at steps 0, 10, 20..., a monitor metric."""
+    """A hand-made result: training loss at steps 1.., held-out bpb (unweighted mean over two sources) at steps 0,
+    10, 20..., a monitor metric."""
     series = {
         "loss": [[i + 1, v] for i, v in enumerate(losses)],
-        "eval_bpb": [[10 * i, v] for i, v in enumerate(bpb)],
+        # two sources, 0.5 bpb apart: their unweighted mean is `bpb` (the pooled `eval_bpb` is not what is analysed)
+        "eval_bpb": [[10 * i, None if v is None else v + 0.3] for i, v in enumerate(bpb)],
+        "eval_heldout_aa_bpb": [[10 * i, None if v is None else v - 0.25] for i, v in enumerate(bpb)],
+        "eval_heldout_bb_bpb": [[10 * i, None if v is None else v + 0.25] for i, v in enumerate(bpb)],
     }
     if metric is not None:
         series["stability/max_attn_logit/max"] = [[i + 1, v] for i, v in enumerate(metric)]
@@ -69,6 +73,7 @@ def test_divergence_events_and_lr_sensitivity_follow_the_stated_definitions(modu
     nan = _run("c", [8.0, 5.0, None, None], [8.0, None], lr=1e-1)
     worse = _run("d", [8.0, 6.0, 7.5, 8.15, 8.5], [8.0, 8.2], lr=1.0)  # ends above l0: diverged
     spike = _run("e", [8.0, 8.3, 6.0, 5.0], [8.0, 5.5], lr=3e-2)  # 0.3 nats above step 1, then recovered
+    assert (analysis.initial_bpb(stable), analysis.final_bpb(stable)) == (8.0, 4.5)  # not the pooled eval_bpb
     assert analysis.divergence(stable) == {"diverged": False, "event_step": None}
     assert analysis.divergence(nan) == {"diverged": True, "event_step": 3}
     assert analysis.divergence(worse) == {"diverged": True, "event_step": 5}  # 8.15: within the 0.2 margin
@@ -127,3 +132,15 @@ def test_an_uninformative_metric_scores_auroc_near_one_half_and_an_informative_o
     assert alarms["warned"] > 0.8 * alarms["event_runs"]
     assert alarms["median_lead"] >= 5  # climbs at step 4, event at step 12
     assert alarms["false_alarms"] < 0.2 * alarms["event_free_runs"]
+
+
+COMMITTED = DEMO_DATA.parents[2] / "docs" / "experiments" / "stability_lr_sweep"
+
+
+def test_analyse_only_regenerates_the_committed_summary_byte_for_byte(modules, tmp_path):
+    sweep, _ = modules
+    sweep.main(["--analyse-only", "--results", str(COMMITTED / "results.json"), "--output", str(tmp_path)])
+    assert (tmp_path / "summary.md").read_bytes() == (COMMITTED / "summary.md").read_bytes()
+    assert (COMMITTED / "results.json").stat().st_size < 1_000_000
+    data = json.loads((COMMITTED / "results.json").read_text())
+    assert all(not inv["dirty"] for inv in data["invocations"]), "the runs start from a committed tree"
