@@ -251,14 +251,17 @@ def paired_vs_lr(runs: list[Run]) -> dict[str, Any]:
 
 
 def lr_sensitivity(runs: list[Run]) -> dict[str, Any]:
-    """Per width and arm: per seed, mean over LRs of min(l, l0) - min over LRs of l; then across seeds."""
+    """Per width and arm: per seed with the whole LR grid, mean over LRs of min(l, l0) - min over LRs of l; then
+    across seeds."""
     per: dict[str, dict[int, float]] = defaultdict(dict)
     for width in widths_of(runs):
+        grid = lrs_of(runs)  # the design's grid, the same for every width
         for arm in arms_of(select(runs, width=width)):
             mine = select(runs, width=width, arm=arm)
             for seed in sorted({r["spec"]["seed"] for r in mine}):
-                losses = [capped(r) for r in select(mine, seed=seed)]
-                per[f"{width}/{arm}"][seed] = mean(losses) - min(losses)
+                losses = {r["spec"]["lr"]: capped(r) for r in select(mine, seed=seed)}
+                if sorted(losses) == grid:  # a seed missing LRs (a stopped sweep) would bias the mean: left out
+                    per[f"{width}/{arm}"][seed] = mean(losses.values()) - min(losses.values())
     out: dict[str, Any] = {k: {**describe(v.values()), "per_seed": v} for k, v in per.items()}
     for width in widths_of(runs):
         for a, b in COMPARISONS:
@@ -460,6 +463,21 @@ def provenance(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [{k: inv.get(k) for k in ("commit", "dirty", "command", "started")} for inv in data.get("invocations", [])]
 
 
+def missing_runs(data: dict[str, Any]) -> list[str]:
+    """The runs of the last invocation's design that are not in the results (a sweep stopped at a deadline)."""
+    settings = (data.get("invocations") or [{}])[-1].get("settings")
+    if not settings:
+        return []
+    expected = [
+        f"{width}_{arm}_lr{lr:g}_s{seed}"
+        for width, seeds in settings["widths"].items()
+        for seed in range(seeds)
+        for lr in settings["lrs"]
+        for arm in settings["arms"]
+    ]
+    return [name for name in expected if name not in data["runs"]]
+
+
 def weights_of(data: dict[str, Any]) -> dict[str, float]:
     specs = (data.get("example_config") or {}).get("data", {}).get("sources", [])
     total = sum(s.get("weight", 1.0) for s in specs) or 1.0
@@ -486,6 +504,7 @@ def analyse(data: dict[str, Any]) -> dict[str, Any]:
         "provenance": provenance(data),
         "heldout": data.get("heldout"),
         "weights": weights_of(data),
+        "missing": missing_runs(data),
     }
 
 
@@ -539,6 +558,8 @@ def summary(data: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in (h.get("held_out_available") or {}).items())
         + f"), first {h.get('prefix_tokens')} tokens of each, {h.get('windows_per_source')} windows per source",
         "- training weights: " + ", ".join(f"{k} {v:.3f}" for k, v in a["weights"].items()),
+        f"- runs of the design not finished: {len(a['missing'])}"
+        + (": " + ", ".join(a["missing"]) if a["missing"] else ""),
         "",
         "All losses are held-out bits per byte (bpb), unweighted mean over sources, at the last step; a diverged run "
         "counts as its initial value (l0). mean ± SE (n = seeds); paired differences: mean ± SE [95% t-interval] (n).",
