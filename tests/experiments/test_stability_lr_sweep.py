@@ -144,3 +144,15 @@ def test_analyse_only_regenerates_the_committed_summary_byte_for_byte(modules, t
     assert (COMMITTED / "results.json").stat().st_size < 1_000_000
     data = json.loads((COMMITTED / "results.json").read_text())
     assert all(not inv["dirty"] for inv in data["invocations"]), "the runs start from a committed tree"
+
+
+def test_every_decimal_the_stability_page_quotes_is_in_the_committed_summary():
+    import re
+
+    doc = (COMMITTED.parent / "stability.md").read_text(encoding="utf-8")
+    results = doc[doc.index("## Results") :]
+    summary = (COMMITTED / "summary.md").read_text(encoding="utf-8")
+    plain = lambda text: text.replace("−", "-").replace("+", "")  # noqa: E731  (the page writes signs typographically)
+    quoted = re.findall(r"\d+\.\d+(?:e[+-]\d+)?", results)
+    assert len(quoted) > 50
+    assert [n for n in quoted if plain(n) not in plain(summary)] == []
