@@ -1,10 +1,12 @@
-"""examples/experiments/stability_lr_sweep.py: the --quick mode end to end, and the analysis' definitions."""
+"""examples/experiments/stability_lr_sweep.py: the --quick mode end to end (the full sweep's path, worker processes
+included), and the analysis' definitions on hand-made series."""
 
 from __future__ import annotations
 
 import importlib
 import json
 import math
+import os
 
 import pytest
 
@@ -16,112 +18,141 @@ def modules(experiments_on_path):
     return importlib.import_module("stability_lr_sweep"), importlib.import_module("stability_analysis")
 
 
-def test_quick_mode_trains_every_arm_and_writes_results_and_figures(modules, tmp_path):
-    sweep, _ = modules
-    data = sweep.main(["--quick", "--corpus", str(DEMO_DATA), "--output", str(tmp_path)])
+def test_quick_mode_trains_every_run_in_worker_processes_with_the_held_out_evaluation(modules, tmp_path):
+    sweep, analysis = modules
+    sweep.main(["--quick", "--corpus", str(DEMO_DATA), "--output", str(tmp_path)])
     saved = json.loads((tmp_path / "results.json").read_text())
-    base = {name: r for name, r in saved["runs"].items() if r["spec"]["guard"] is None}
-    assert sorted(base) == sorted(f"{arm}_lr{lr:g}_s0" for arm in ("no_qkln", "qkln_maxz") for lr in (1e-3, 1.0))
-    guarded = [r for r in saved["runs"].values() if r["spec"]["guard"] is not None]
-    assert {r["spec"]["guard"] for r in guarded} == set(sweep.GUARD_VARIANTS)
-    assert all(r["spec"]["lr"] == 1.0 for r in guarded), "SpikeGuard reruns take the highest LR"
-    for run in base.values():
+    expected = {
+        f"d64_{arm}_lr{lr:g}_s{seed}" for arm in ("no_qkln", "qkln_maxz") for lr in (1e-3, 3e-1) for seed in (0, 1)
+    }
+    assert set(saved["runs"]) == expected
+    assert {run["pid"] for run in saved["runs"].values()}.isdisjoint({os.getpid()}), "runs train in worker processes"
+    invocation = saved["invocations"][0]
+    assert len(invocation["commit"]) == 40 and isinstance(invocation["dirty"], bool)
+    for run in saved["runs"].values():
         assert run["error"] is None
-        assert math.isfinite(run["initial_heldout_loss"])
-        overrides = run["config"]["model"]["overrides"]
-        assert overrides["qk_layernorm"] == (run["spec"]["arm"] == "qkln_maxz")
-        assert [s for s, _ in run["series"]["loss"]] == list(range(1, 7)), "every step's loss is kept"
-        for key in ("stability/max_attn_logit/max", "stability/output_logit_mean", "stability/output_norm/spectral"):
-            assert [s for s, _ in run["series"][key]] == [2, 4, 6], key
-    # the no-QK-LN model at LR 1 sees its attention logits grow far past the same model's at LR 1e-3
-    peak = lambda name: max(v for _, v in base[name]["series"]["stability/max_attn_logit/max"])  # noqa: E731
-    assert peak("no_qkln_lr1_s0") > 2 * peak("no_qkln_lr0.001_s0")
-    assert set(data["analysis"]["lr_sensitivity"]) == {"no_qkln", "qkln_maxz"}
-    assert set(data["analysis"]["early_warning"]) == set(modules[1].METRICS)
-    for figure in (
-        "final_loss_vs_lr.png",
-        "monitors_high_lr.png",
-        "monitors_vs_lr.png",
-        "lr_sensitivity.png",
-        "spike_guard.png",
-    ):
-        assert (tmp_path / figure).stat().st_size > 1000, figure
-    again = sweep.main(["--quick", "--corpus", str(DEMO_DATA), "--output", str(tmp_path), "--analyse-only"])
-    assert again["runs"].keys() == saved["runs"].keys()
+        assert [s for s, _ in run["series"]["loss"]] == list(range(1, 13)), "every step's loss is kept"
+        assert [s for s, _ in run["series"]["eval_bpb"]] == [0, 4, 8, 12], "evaluated before step 1, then every 4"
+        assert math.isfinite(analysis.final_bpb(run))
+        for key in analysis.METRICS.values():
+            assert [s for s, _ in run["series"][key]] == list(range(1, 13)), key
+    config = saved["example_config"]
+    assert config["evaluation"]["held_out_share"] is None
+    assert all(s["name"].startswith("heldout_") for s in config["evaluation"]["extra_sources"])
 
 
 def _run(
     name: str,
-    arm: str,
-    lr: float,
     losses: list[float | None],
-    heldout: float | None,
+    bpb: list[float | None],
+    *,
+    arm: str = "x",
+    lr: float = 1e-3,
     seed: int = 0,
+    width: str = "d64",
     metric: list[float] | None = None,
 ) -> dict:
-    series = {"loss": [[i + 1, v] for i, v in enumerate(losses)]}
+    """A hand-made result: training loss at steps 1.., held-out bpb (unweighted mean over two sources) at steps 0,
+    10, 20..., a monitor metric."""
+    series = {
+        "loss": [[i + 1, v] for i, v in enumerate(losses)],
+        # two sources, 0.5 bpb apart: their unweighted mean is `bpb` (the pooled `eval_bpb` is not what is analysed)
+        "eval_bpb": [[10 * i, None if v is None else v + 0.3] for i, v in enumerate(bpb)],
+        "eval_heldout_aa_bpb": [[10 * i, None if v is None else v - 0.25] for i, v in enumerate(bpb)],
+        "eval_heldout_bb_bpb": [[10 * i, None if v is None else v + 0.25] for i, v in enumerate(bpb)],
+    }
     if metric is not None:
         series["stability/max_attn_logit/max"] = [[i + 1, v] for i, v in enumerate(metric)]
-    return {
-        "name": name,
-        "spec": {"arm": arm, "lr": lr, "seed": seed, "guard": None},
-        "series": series,
-        "initial_heldout_loss": 8.0,
-        "final_heldout_loss": heldout,
-        "error": None,
-    }
+    return {"name": name, "spec": {"arm": arm, "width": width, "lr": lr, "seed": seed}, "series": series, "error": None}
 
 
-def test_divergence_and_lr_sensitivity_follow_the_stated_definitions(modules):
+def test_divergence_events_and_lr_sensitivity_follow_the_stated_definitions(modules):
     _, analysis = modules
-    stable = _run("a", "x", 1e-3, [8.0, 6.0, 5.0, 4.0], 4.5)
-    best = _run("b", "x", 1e-2, [8.0, 5.0, 4.0, 3.0], 3.5)
-    nan = _run("c", "x", 1e-1, [8.0, 5.0, None, None], None)
-    back_up = _run("d", "x", 1.0, [8.0, 6.0, 7.5, 8.05, 8.5], 9.0)  # ends above the step-1 loss
-    spike = _run("e", "x", 3e-2, [8.0, 8.5, 6.0, 5.0], 5.5)  # back above its start, then recovered
-    assert analysis.divergence(stable) == {"diverged": False, "step": None, "event_step": None}
-    assert analysis.divergence(nan) == {"diverged": True, "step": 3, "event_step": 3}
-    assert analysis.divergence(back_up) == {"diverged": True, "step": 5, "event_step": 5}  # 8.05: within the margin
-    assert analysis.divergence(spike) == {"diverged": False, "step": None, "event_step": 2}
-    assert analysis.capped_loss(spike) == 5.5
-    assert analysis.capped_loss(back_up) == 8.0  # diverged runs count as the initial loss
-    sensitivity = analysis.lr_sensitivity([stable, best, nan, back_up])["x"]
-    assert sensitivity["mean"] == pytest.approx(((4.5 + 3.5 + 8.0 + 8.0) / 4) - 3.5)
+    stable = _run("a", [8.0, 6.0, 5.0, 4.0], [8.0, 4.5], lr=1e-3)
+    best = _run("b", [8.0, 5.0, 4.0, 3.0], [8.0, 3.5], lr=1e-2)
+    nan = _run("c", [8.0, 5.0, None, None], [8.0, None], lr=1e-1)
+    worse = _run("d", [8.0, 6.0, 7.5, 8.15, 8.5], [8.0, 8.2], lr=1.0)  # ends above l0: diverged
+    spike = _run("e", [8.0, 8.3, 6.0, 5.0], [8.0, 5.5], lr=3e-2)  # 0.3 nats above step 1, then recovered
+    assert (analysis.initial_bpb(stable), analysis.final_bpb(stable)) == (8.0, 4.5)  # not the pooled eval_bpb
+    assert analysis.divergence(stable) == {"diverged": False, "event_step": None}
+    assert analysis.divergence(nan) == {"diverged": True, "event_step": 3}
+    assert analysis.divergence(worse) == {"diverged": True, "event_step": 5}  # 8.15: within the 0.2 margin
+    assert analysis.divergence(spike) == {"diverged": False, "event_step": 2}
+    assert analysis.capped(spike) == 5.5 and analysis.capped(worse) == 8.0 and analysis.capped(nan) == 8.0
+    sensitivity = analysis.lr_sensitivity([stable, best, nan, worse])["d64/x"]
+    assert sensitivity["mean"] == pytest.approx((4.5 + 3.5 + 8.0 + 8.0) / 4 - 3.5)
+    assert sensitivity["n"] == 1 and sensitivity["se"] is None
 
 
-def test_early_warning_uses_thresholds_from_the_other_runs_without_event(modules):
+def test_paired_differences_give_the_t_interval_by_seed(modules):
     _, analysis = modules
-    runs = [
-        _run("s1", "x", 1e-3, [8, 6, 5, 4, 4, 4], 4.0, metric=[1, 2, 3, 3, 3, 3]),
-        _run("s2", "x", 1e-2, [8, 6, 5, 4, 4, 4], 4.0, metric=[1, 2, 4, 4, 4, 4]),
-        _run("s3", "x", 3e-2, [8, 6, 5, 4, 4, 4], 4.0, metric=[1, 2, 9, 4, 4, 4]),  # above s1/s2: a false alarm
-        _run("d1", "x", 1.0, [8, 6, 5, 7, 9, 9], None, metric=[1, 10, 20, 30, 40, 50]),
-        _run("p1", "x", 0.3, [8, 9, 5, 4, 4, 4], 4.0, metric=[1, 2, 3, 30, 4, 4]),  # spike at 2, metric only at 4
-    ]
-    warning = analysis.early_warning(runs)["max_attn_logit"]
-    rows = {row["run"]: row for row in warning["event_runs"]}
-    assert rows["d1"] == {
-        "run": "d1",
-        "diverged": True,
-        "event_step": 5,
-        "cross_step": 2,
-        "lead_steps": 3,
-        "threshold": 9,
-    }
-    assert rows["p1"]["lead_steps"] == -2
-    assert [a["run"] for a in warning["false_alarms"]] == ["s3"]
-    assert (warning["warned"], warning["late"], warning["missed"]) == (1, 1, 0)
+    d = analysis.paired({0: 1.0, 1: 2.0, 2: 3.0, 3: 9.0}, {0: 0.5, 1: 1.0, 2: 2.0})  # seed 3 has no pair
+    assert d["n"] == 3 and d["per_seed"] == {0: 0.5, 1: 1.0, 2: 1.0}
+    assert d["mean"] == pytest.approx(2.5 / 3)
+    se = (sum((x - 2.5 / 3) ** 2 for x in (0.5, 1.0, 1.0)) / 2) ** 0.5 / 3**0.5
+    assert d["se"] == pytest.approx(se)
+    assert d["hi"] - d["mean"] == pytest.approx(4.302653 * se, rel=1e-5)  # t(0.975, df=2)
 
 
-def test_per_arm_thresholds_ignore_other_arms(modules):
+def _synthetic(events: bool, informative: bool, runs: int = 40, seeds: int = 4) -> list[dict]:
+    """Runs with a noisy monitor metric; with `events`, a random half spike at step 12 (loss 1 nat above step 1);
+    with `informative`, the metric of those runs climbs from step 4 on."""
+    import random
+
+    rng = random.Random(0)
+    out = []
+    for i in range(runs):
+        event = events and rng.random() < 0.5
+        losses = [8.0 - 0.05 * s for s in range(30)]
+        if event:
+            losses[11] = 9.0
+        metric = [rng.gauss(10, 1) + (5.0 * (s >= 3) if informative and event else 0.0) for s in range(30)]
+        out.append(_run(f"r{i}", losses, [8.0, 6.0], lr=1e-3 * (1 + i % 3), seed=i % seeds, metric=metric))
+    return out
+
+
+def test_no_events_give_no_thresholds_and_no_alarms(modules):
     _, analysis = modules
-    runs = [
-        _run("a1", "a", 1e-3, [8, 6, 5, 4], 4.0, metric=[1, 2, 3, 3]),
-        _run("a2", "a", 1e-2, [8, 6, 5, 4], 4.0, metric=[1, 2, 4, 4]),
-        _run("b1", "b", 1e-3, [8, 6, 5, 4], 4.0, metric=[1, 50, 90, 90]),  # a large-valued arm
-        _run("a3", "a", 1.0, [8, 6, 7, 9], None, metric=[1, 10, 20, 30]),
-    ]
-    assert analysis.early_warning(runs)["max_attn_logit"]["missed"] == 1  # b1's level hides a3's growth
-    by_arm = analysis.early_warning(runs, by_arm=True)["max_attn_logit"]
-    (row,) = [r for r in by_arm["event_runs"] if r["run"] == "a3"]
-    assert (row["threshold"], row["cross_step"], row["lead_steps"]) == (4, 2, 2)
+    runs = _synthetic(events=False, informative=False)
+    alarms = analysis.leave_one_seed_out(runs)["max_attn_logit"]
+    assert (alarms["false_alarms"], alarms["folds_with_threshold"], alarms["event_runs"]) == (0, 0, 0)
+    assert alarms["event_free_runs"] == 40
+    assert all(c["auroc"] is None for c in analysis.auroc_table(runs, by_lr=False)["max_attn_logit"].values())
+
+
+def test_an_uninformative_metric_scores_auroc_near_one_half_and_an_informative_one_warns(modules):
+    _, analysis = modules
+    noise = analysis.auroc_table(_synthetic(events=True, informative=False, runs=200), by_lr=False)
+    assert abs(noise["max_attn_logit"][5]["auroc"] - 0.5) < 0.1
+    assert noise["max_attn_logit"][20]["pairs"] == 0, "after the event step no run is a positive"
+    signal_runs = _synthetic(events=True, informative=True)
+    signal = analysis.auroc_table(signal_runs, by_lr=False)["max_attn_logit"]
+    assert signal[2]["auroc"] < 0.8 < signal[5]["auroc"], "the metric separates the runs only once it climbs"
+    alarms = analysis.leave_one_seed_out(signal_runs)["max_attn_logit"]
+    assert alarms["warned"] > 0.8 * alarms["event_runs"]
+    assert alarms["median_lead"] >= 5  # climbs at step 4, event at step 12
+    assert alarms["false_alarms"] < 0.2 * alarms["event_free_runs"]
+
+
+COMMITTED = DEMO_DATA.parents[2] / "docs" / "experiments" / "stability_lr_sweep"
+
+
+def test_analyse_only_regenerates_the_committed_summary_byte_for_byte(modules, tmp_path):
+    sweep, _ = modules
+    sweep.main(["--analyse-only", "--results", str(COMMITTED / "results.json"), "--output", str(tmp_path)])
+    assert (tmp_path / "summary.md").read_bytes() == (COMMITTED / "summary.md").read_bytes()
+    assert (COMMITTED / "results.json").stat().st_size < 1_000_000
+    data = json.loads((COMMITTED / "results.json").read_text())
+    assert all(not inv["dirty"] for inv in data["invocations"]), "the runs start from a committed tree"
+
+
+def test_every_decimal_the_stability_page_quotes_is_in_the_committed_summary():
+    import re
+
+    doc = (COMMITTED.parent / "stability.md").read_text(encoding="utf-8")
+    results = doc[doc.index("## Results") :]
+    summary = (COMMITTED / "summary.md").read_text(encoding="utf-8")
+    plain = lambda text: text.replace("−", "-").replace("+", "")  # noqa: E731  (the page writes signs typographically)
+    quoted = re.findall(r"\d+\.\d+(?:e[+-]\d+)?", results)
+    assert len(quoted) > 50
+    assert [n for n in quoted if plain(n) not in plain(summary)] == []
