@@ -266,6 +266,11 @@ def build_trainer(config: RunConfig) -> PreparedRun:
     if held_out is not None:  # right after the tracker: its metrics reach TensorBoard & co. in the same log event
         trainer.callback_handler.callbacks.insert(1, held_out)
     install_run_callbacks(trainer, config.monitors, config.train)  # monitors, console; the completion marker last
+    if config.downstream is not None and config.downstream.enabled:
+        from ..callbacks import add_monitors  # ahead of the reporters, like the monitors: its scores join the log
+        from ..evaluation.downstream import DownstreamEvaluation
+
+        add_monitors(trainer, DownstreamEvaluation(**config.downstream.model_dump()))
     elastic = prepare_world_size_change(trainer, resume_from)  # DeepSpeed shards re-sliced for another world size
     notice = f"{plan.notice} {elastic}" if elastic else plan.notice
     return PreparedRun(config, trainer, scheduler, tokenizer, resume_from, notice)
