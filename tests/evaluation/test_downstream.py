@@ -148,7 +148,11 @@ def _error(overrides: list[str], *, files: bool = False) -> str:
         ("downstream={tasks: [mmlu]}", "downstream.tasks[0]", "wonton_belebele"),
         ("downstream={tasks: []}", "downstream.tasks", "is empty"),
         ("downstream={tasks: [xnli_de], at_save: false}", "downstream.at_save", "no evaluation would ever run"),
-        ("downstream={tasks: [xnli_de], every_n_steps: 400, at_save: false}", "downstream.every_n_steps", "lower it"),
+        (
+            "downstream={tasks: [xnli_de], every_n_steps: 400, at_save: false}",
+            "downstream.every_n_steps",
+            "at most 300",
+        ),
         ("downstream={tasks: [xnli_de], limit: 0}", "downstream.limit", "greater than or equal to 1"),
     ],
 )
@@ -190,3 +194,21 @@ def test_zero3_is_refused_at_launch(offline_data_dir, tmp_path):
         [f"train.deepspeed={ds}", f"downstream={{tasks: [xnli_de], data_dir: {offline_data_dir}}}"], files=True
     )
     assert "downstream" in message and "ZeRO-3" in message and "downstream: null" in message, message
+
+
+@pytest.mark.slow  # trains the demo's tokenizer first: ~20 s on 2 idle cores
+def test_run_config_section_drives_a_pretraining_run(offline_data_dir, tmp_path, capsys):
+    """`downstream:` in the demo's run config: the scores land in trainer_state.json and on the console line."""
+    from tests.training.test_pretrain import small
+    from wonton_hf.training import build_trainer, run
+
+    section = f"downstream={{tasks: [belebele_eng_Latn], limit: 2, data_dir: {offline_data_dir}}}"
+    config = load_run_config(
+        DEMO, small(tmp_path, "train.max_steps=4", "train.save_steps=2", "evaluation=null", section)
+    )
+    run(build_trainer(config))
+    state = json.loads((config.run_dir / "checkpoint-4" / "trainer_state.json").read_text(encoding="utf-8"))
+    scored = [e for e in state["log_history"] if "eval_downstream/belebele_eng_Latn/acc" in e]
+    assert [e["step"] for e in scored] == [2, 4]  # at each save (save_steps 2), the last step included
+    lines = [line for line in capsys.readouterr().out.splitlines() if "downstream acc" in line]
+    assert len(lines) == 2 and lines[0].lstrip().startswith("step 2/4 | loss "), lines

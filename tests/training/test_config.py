@@ -73,6 +73,8 @@ def test_exponent_numbers_are_numbers_in_yaml_and_in_overrides(tmp_path):
         ("data.sources[0].format=parq", "data.sources[0].format", "'parquet'"),
         ("monitors.spike_guard.window=1", "monitors.spike_guard.window", "greater than or equal to 2"),
         ("train.global_batch_tokens=1000", "train.global_batch_tokens", "positive multiple"),
+        # an interval that never fires: the message gives the largest value that does, and the way to turn it off
+        ("evaluation.eval_steps=301", "evaluation.eval_steps", "set it to at most 300 (or set `evaluation: null`"),
     ],
 )
 def test_config_errors_name_the_field(override, path, message):

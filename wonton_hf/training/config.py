@@ -281,7 +281,8 @@ class EvaluationConfig(Section):
                 (
                     "evaluation.eval_steps",
                     f"got {self.eval_steps}: the run has only train.max_steps = {config.train.max_steps} steps, so "
-                    "no evaluation would ever run; lower it (or set `evaluation: null`).",
+                    f"no evaluation would ever run; set it to at most {config.train.max_steps} (or set "
+                    "`evaluation: null` to train without evaluating).",
                 )
             )
         if self.feedback_from_held_out and config.data.feedback is None:
@@ -304,7 +305,8 @@ def downstream_problems(config: Any) -> list[tuple[str, str]]:
             (
                 "downstream.every_n_steps",
                 f"got {downstream.every_n_steps}: the run has only train.max_steps = {config.train.max_steps} steps, "
-                "so no downstream evaluation would ever run; lower it, or set at_save: true.",
+                f"so no downstream evaluation would ever run; set it to at most {config.train.max_steps}, or set "
+                "at_save: true.",
             )
         ]
     return []
