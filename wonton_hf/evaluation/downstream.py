@@ -107,7 +107,7 @@ class DownstreamEvaluation(DownstreamOptions, TrainerCallback):
         states = random.getstate(), np.random.get_state()
         try:
             with torch.random.fork_rng(devices=_rng_devices(module)):
-                lm = HFLM(pretrained=module, tokenizer=tokenizer, batch_size=self.batch_size)
+                lm = HFLM(pretrained=module, tokenizer=tokenizer, batch_size=self.batch_size, backend="causal")
                 results = lm_eval.simple_evaluate(
                     model=lm,
                     tasks=self.task_names,
