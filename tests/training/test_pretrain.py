@@ -46,7 +46,7 @@ def test_demo_trains_saves_and_the_result_loads_and_generates(tmp_path, capsys):
     # One console line per log event (not the ~90-key dict); the full set is still in trainer_state.json.
     lines = [line for line in console.splitlines() if line.lstrip().startswith("step ")]
     assert len(lines) == 12 and all(len(line) < 200 for line in lines[1:]), console
-    assert lines[0].lstrip().startswith("step  1/12 | loss ") and " | mix en 0.16 " in lines[0]
+    assert lines[0].lstrip().startswith("step  1/12 | loss ") and " | mix en 0.08 " in lines[0]
     assert "{'loss'" not in console and "finished: 12 steps" in console
     # The end-of-run data report, summed over ranks, agrees with the last log event's counts.
     report = json.loads((config.run_dir / "data_report.json").read_text())
