@@ -114,6 +114,26 @@ def test_evaluate_restores_mode_and_random_states(tiny_checkpoint, offline_data_
     assert (tmp_path / "downstream" / "step-7.json").is_file()
 
 
+def test_schedule_every_n_steps_and_at_saves(tmp_path):
+    from transformers import TrainerState
+
+    args = TrainingArguments(output_dir=str(tmp_path), save_strategy="steps", save_steps=0.25, use_cpu=True)
+    state = TrainerState(max_steps=20, save_steps=5)  # the Trainer's resolution of save_steps 0.25 of 20 steps
+
+    def due(callback: DownstreamEvaluation) -> list[int]:
+        steps = []
+        for step in range(1, 21):
+            state.global_step = step
+            steps += [step] if callback.is_due(args, state) else []
+        return steps
+
+    assert due(DownstreamEvaluation(tasks=["xnli_de"])) == [5, 10, 15, 20]
+    assert due(DownstreamEvaluation(tasks=["xnli_de"], every_n_steps=8, at_save=False)) == [8, 16]
+    assert due(DownstreamEvaluation(tasks=["xnli_de"], every_n_steps=8)) == [5, 8, 10, 15, 16, 20]
+    args = TrainingArguments(output_dir=str(tmp_path), save_strategy="no", use_cpu=True)
+    assert due(DownstreamEvaluation(tasks=["xnli_de"])) == [20]  # no saves: the last step still counts
+
+
 def test_metrics_keep_every_task_metric_but_stderr():
     results = {
         "results": {

@@ -56,14 +56,16 @@ class DownstreamEvaluation(DownstreamOptions, TrainerCallback):
 
     # ---- when
 
-    def is_due(self, args: Any, step: int, max_steps: int) -> bool:
-        """Whether step `step` (just finished) gets a downstream evaluation: the same answer on every rank."""
+    def is_due(self, args: Any, state: Any) -> bool:
+        """Whether the step just finished gets a downstream evaluation: the same answer on every rank."""
+        step = state.global_step
         if self.every_n_steps and step % self.every_n_steps == 0:
             return True
         if not self.at_save:
             return False
-        saves = str(getattr(args.save_strategy, "value", args.save_strategy)) == "steps" and args.save_steps
-        return step >= max_steps or bool(saves and step % int(args.save_steps) == 0)
+        # `state.save_steps`: the Trainer's resolved interval (a ratio `save_steps` < 1 already turned into steps)
+        every = state.save_steps if str(getattr(args.save_strategy, "value", args.save_strategy)) == "steps" else 0
+        return step >= state.max_steps or bool(every and step % int(every) == 0)
 
     # ---- Trainer events
 
@@ -75,7 +77,7 @@ class DownstreamEvaluation(DownstreamOptions, TrainerCallback):
             self._task_manager = self._prepare_tasks(Path(args.output_dir) / "downstream" / "lm_eval_tasks")
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if not self.enabled or not self.is_due(args, state.global_step, state.max_steps):
+        if not self.enabled or not self.is_due(args, state):
             return
         if is_main_process():
             self._pending = self.evaluate(model, processing_class, Path(args.output_dir), state.global_step)
