@@ -101,6 +101,7 @@ def test_training_is_undisturbed(runs):
 def test_evaluate_restores_mode_and_random_states(tiny_checkpoint, offline_data_dir, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    tokenizer.pad_token = None  # lm-eval sets one on the tokenizer it gets: not on the run's own
     model.train()
     callback = DownstreamEvaluation(tasks=["wonton_xnli"], limit=1, data_dir=str(offline_data_dir))
     assert callback.task_names == ["xnli_en", "xnli_de", "xnli_zh"]  # a group stands for its tasks
@@ -109,7 +110,7 @@ def test_evaluate_restores_mode_and_random_states(tiny_checkpoint, offline_data_
     random.seed(3), np.random.seed(3), torch.manual_seed(3)
     metrics = callback.evaluate(model, tokenizer, tmp_path, step=7)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
-    assert model.training
+    assert model.training and tokenizer.pad_token is None
     assert set(metrics) == {f"eval_downstream/{t}/acc" for t in callback.task_names} | {"eval_downstream/acc"}
     assert (tmp_path / "downstream" / "step-7.json").is_file()
 

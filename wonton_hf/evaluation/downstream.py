@@ -21,6 +21,7 @@ without the callback.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -104,6 +105,8 @@ class DownstreamEvaluation(DownstreamOptions, TrainerCallback):
             raise ValueError("DownstreamEvaluation needs the run's tokenizer: give the Trainer `processing_class`.")
         if self._task_manager is None:
             self._task_manager = self._prepare_tasks(Path(output_dir or ".") / "downstream" / "lm_eval_tasks")
+        if getattr(tokenizer, "pad_token", None) is None:  # lm-eval would give the run's own tokenizer a pad token
+            tokenizer = copy.deepcopy(tokenizer)
         module = extract_model_from_parallel(model)
         was_training = module.training
         states = random.getstate(), np.random.get_state()
