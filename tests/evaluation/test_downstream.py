@@ -217,7 +217,7 @@ def test_zero3_is_refused_at_launch(offline_data_dir, tmp_path):
     assert "downstream" in message and "ZeRO-3" in message and "downstream: null" in message, message
 
 
-@pytest.mark.slow  # trains the demo's tokenizer first: ~20 s on 2 idle cores
+@pytest.mark.slow  # trains the demo's tokenizer first: ~10 s on 2 lightly loaded cores
 def test_run_config_section_drives_a_pretraining_run(offline_data_dir, tmp_path, capsys):
     """`downstream:` in the demo's run config: the scores land in trainer_state.json and on the console line."""
     from tests.training.test_pretrain import small
