@@ -65,7 +65,7 @@ def test_exponent_numbers_are_numbers_in_yaml_and_in_overrides(tmp_path):
         ("data.share_tolerance=-0.1", "data.share_tolerance", "greater than or equal to 0"),
         ("data.prefetch_blocks=-1", "data.prefetch_blocks", "got -1"),
         ("data.min_segment_tokens=0", "data.min_segment_tokens", "greater than 0"),
-        ("bogus=1", "bogus", "accepted keys: data, evaluation, model, monitors"),
+        ("bogus=1", "bogus", "accepted keys: data, downstream, evaluation, model, monitors"),
         ("model.overrides.hiden_size=64", "model.overrides", "did you mean `hidden_size`"),
         ("optimizer.lr_scheduler_type=cosin", "optimizer.lr_scheduler_type", "'cosine'"),
         ("optimizer.betas=[0.9,1.5]", "optimizer.betas", "[0, 1)"),
@@ -73,6 +73,8 @@ def test_exponent_numbers_are_numbers_in_yaml_and_in_overrides(tmp_path):
         ("data.sources[0].format=parq", "data.sources[0].format", "'parquet'"),
         ("monitors.spike_guard.window=1", "monitors.spike_guard.window", "greater than or equal to 2"),
         ("train.global_batch_tokens=1000", "train.global_batch_tokens", "positive multiple"),
+        # an interval that never fires: the message gives the largest value that does, and the way to turn it off
+        ("evaluation.eval_steps=301", "evaluation.eval_steps", "set it to at most 300 (or set `evaluation: null`"),
     ],
 )
 def test_config_errors_name_the_field(override, path, message):

@@ -47,6 +47,7 @@ BAD_CONFIGS = [
     (["evaluation.held_out_share=0"], "evaluation.held_out_share"),
     (["evaluation.held_out_share=1"], "evaluation.held_out_share"),
     (["evaluation.feedback_from_held_out=true"], "evaluation.feedback_from_held_out"),
+    (["downstream={tasks: [xnli_dee]}"], "downstream.tasks[0]"),
 ]
 
 

@@ -30,6 +30,7 @@ from ..callbacks.options import SpikeGuardOptions, StabilityOptions, ThroughputO
 from ..data.mixture import Exp3Feedback
 from ..data.settings import min_buffer_tokens
 from ..data.sources import EXHAUSTION_POLICIES, FORMATS, READ_ERROR_POLICIES, TXT_UNITS, DataSource
+from ..evaluation.downstream_options import DownstreamOptions
 from .model_check import ModelOverrides, PresetName, model_problems
 from .schema import (
     LR_SCHEDULERS,
@@ -49,6 +50,7 @@ __all__ = [
     "CommonTrainFields",
     "ConfigError",
     "DataConfig",
+    "DownstreamConfig",
     "EvaluationConfig",
     "FsdpConfig",
     "ModelConfig",
@@ -350,12 +352,86 @@ class EvaluationConfig(Section):
                 (
                     "evaluation.eval_steps",
                     f"got {self.eval_steps}: the run has only train.max_steps = {config.train.max_steps} steps, so "
-                    "no evaluation would ever run; lower it (or set `evaluation: null`).",
+                    f"no evaluation would ever run; set it to at most {config.train.max_steps} (or set "
+                    "`evaluation: null` to train without evaluating).",
                 )
             )
         if self.feedback_from_held_out and config.data.feedback is None:
             found.append(("evaluation.feedback_from_held_out", "is true but data.feedback is null: turn EXP3 on."))
         return found
+
+
+DownstreamConfig = section_from_dataclass(DownstreamOptions)
+"""`wonton_hf.evaluation.DownstreamEvaluation`: lm-eval tasks on the model in memory at checkpoints (its fields and
+rules); the checks that need the rest of the config or the files are `RunConfig`'s."""
+
+
+def downstream_problems(config: Any) -> list[tuple[str, str]]:
+    """The downstream section against the rest of the config: an interval that never fires."""
+    downstream = config.downstream
+    if downstream is None or downstream.every_n_steps is None or downstream.at_save:
+        return []
+    if downstream.every_n_steps > config.train.max_steps:
+        return [
+            (
+                "downstream.every_n_steps",
+                f"got {downstream.every_n_steps}: the run has only train.max_steps = {config.train.max_steps} steps, "
+                f"so no downstream evaluation would ever run; set it to at most {config.train.max_steps}, or set "
+                "at_save: true.",
+            )
+        ]
+    return []
+
+
+def downstream_file_problems(config: Any) -> list[tuple[str, str]]:
+    """What the downstream tasks need at launch: their data (local files complete, or the hub reachable) and
+    weights that one rank holds whole (not DeepSpeed ZeRO-3)."""
+    downstream, found = config.downstream, []
+    if downstream is None or not downstream.enabled:
+        return found
+    deepspeed = config.train.deepspeed
+    if deepspeed is not None and Path(deepspeed).is_file():
+        stage = (read_json_object(deepspeed).get("zero_optimization") or {}).get("stage")
+        if stage == 3:
+            found.append(
+                (
+                    "downstream",
+                    f"cannot run under DeepSpeed ZeRO-3 ({deepspeed}): lm-eval scores the model in memory on one "
+                    "rank, which holds only a shard of the weights; use ZeRO-2, or set `downstream: null` and run "
+                    "`wonton-hf eval` on the saved checkpoints.",
+                )
+            )
+    if downstream.data_dir is None:
+        for variable in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
+            if os.environ.get(variable, "").upper() in {"1", "ON", "YES", "TRUE"}:
+                found.append(
+                    (
+                        "downstream.data_dir",
+                        f"is null (download the tasks' data from the hub) but {variable} is set: give local copies "
+                        "(DIR/<hub dataset name>/<config>/<split>.jsonl) or unset the variable.",
+                    )
+                )
+                break
+        return found
+    if not Path(downstream.data_dir).is_dir():
+        return found + [("downstream.data_dir", f"{downstream.data_dir} is not a directory.")]
+    from ..evaluation.downstream_options import resolve_tasks
+    from ..evaluation.suites import builtin_task_configs, offline_source, resolve_offline_files
+
+    for task, (_, builtin) in builtin_task_configs(resolve_tasks(downstream.tasks)).items():
+        _, problems = resolve_offline_files(offline_source(task, builtin), Path(downstream.data_dir))
+        found += [("downstream.data_dir", problem + ".") for problem in problems]
+    return found
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 class OptimizerConfig(OptimizerFields):
@@ -524,6 +600,8 @@ class RunConfig(RunConfigBase):
     monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
     evaluation: EvaluationConfig | None = None
     """in-loop held-out evaluation (`{}`: on with its defaults); null: off"""
+    downstream: DownstreamConfig | None = None
+    """lm-eval tasks on the model in memory every N steps and/or at each save (`{tasks: [...]}`); null: off"""
 
     def batch_terms(self) -> tuple[tuple[str, int], list[tuple[str, int]]]:
         return (
@@ -551,6 +629,7 @@ class RunConfig(RunConfigBase):
                         )
         found += self._schedule_problems()
         found += self.evaluation.problems(self) if self.evaluation is not None else []
+        found += downstream_problems(self)
         least = min_buffer_tokens(self.data.prefetch_blocks)
         if self.data.buffer_tokens < least:
             found.append(
@@ -611,7 +690,7 @@ class RunConfig(RunConfigBase):
             found.append(("tokenizer.path", f"{self.tokenizer.path} does not exist (or leave it null to train one)."))
         if self.model.init_from is not None and not Path(self.model.init_from).exists():
             found.append(("model.init_from", f"{self.model.init_from} does not exist."))
-        return found
+        return found + downstream_file_problems(self)
 
 
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None, **base: Any) -> RunConfig:

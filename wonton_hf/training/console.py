@@ -17,6 +17,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 WEIGHT_PREFIX = "data/weight/"
 SPIKE_PREFIX = "spike/"
+DOWNSTREAM_PREFIX = "eval_downstream/"  # `wonton_hf.evaluation.downstream.METRIC_PREFIX` (not imported: torch)
 _SPIKE_COUNTERS = {"spike/skipped_total", "spike/rollbacks_total", "spike/bad_loss", "spike/rollback_to_step"}
 
 
@@ -65,11 +66,14 @@ class ConsoleCallback(ProgressCallback):
             )
         if "eval_bpb" in logs:
             return self._held_out_line(state, logs)
-        if any(key.startswith("eval_") for key in logs):
+        if any(key.startswith("eval_") and not key.startswith(DOWNSTREAM_PREFIX) for key in logs):
             shown = [
                 f"{key[5:]} {value:.4g}"
                 for key, value in logs.items()
-                if key.startswith("eval_") and isinstance(value, int | float) and "runtime" not in key
+                if key.startswith("eval_")
+                and not key.startswith(DOWNSTREAM_PREFIX)
+                and isinstance(value, int | float)
+                and "runtime" not in key
             ][:6]
             return f"eval   step {state.global_step} | " + " | ".join(shown)
         parts = [f"step {state.global_step:>{len(str(state.max_steps))}}/{state.max_steps}"]
@@ -91,7 +95,24 @@ class ConsoleCallback(ProgressCallback):
         if weights and weights != self._weights:
             parts.append("mix " + " ".join(f"{name} {value:.3g}" for name, value in weights.items()))
             self._weights = weights
+        parts += self._downstream_part(logs)
         return " | ".join(parts) if len(parts) > 1 else None
+
+    @staticmethod
+    def _downstream_part(logs: dict[str, Any]) -> list[str]:
+        """Downstream scores (`DownstreamEvaluation`) in a training line: the mean accuracy, then each task's."""
+        mean_key = f"{DOWNSTREAM_PREFIX}acc"
+        scores = {
+            key[len(DOWNSTREAM_PREFIX) : -len("/acc")]: value
+            for key, value in logs.items()
+            if key.startswith(DOWNSTREAM_PREFIX) and key.endswith("/acc") and key != mean_key
+            if isinstance(value, int | float)
+        }
+        if not scores:
+            return []
+        mean = logs.get(mean_key)
+        head = f"downstream acc {mean:.3f}" if isinstance(mean, int | float) else "downstream acc"
+        return [head + " (" + " ".join(f"{task} {value:.2f}" for task, value in list(scores.items())[:8]) + ")"]
 
     @staticmethod
     def _held_out_line(state: Any, logs: dict[str, Any]) -> str:

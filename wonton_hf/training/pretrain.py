@@ -282,6 +282,11 @@ def build_trainer(config: RunConfig) -> PreparedRun:
         trainer.callback_handler.callbacks.insert(1, held_out)
     install_run_callbacks(trainer, config.monitors, config.train)  # monitors, console; the completion marker last
     prepare_fsdp(trainer, config.train.fsdp)  # FSDP2's mixed-precision policy (train.fsdp); nothing without it
+    if config.downstream is not None and config.downstream.enabled:
+        from ..callbacks import add_monitors  # ahead of the reporters, like the monitors: its scores join the log
+        from ..evaluation.downstream import DownstreamEvaluation
+
+        add_monitors(trainer, DownstreamEvaluation(**config.downstream.model_dump()))
     elastic = prepare_world_size_change(trainer, resume_from)  # DeepSpeed shards re-sliced for another world size
     notice = f"{plan.notice} {elastic}" if elastic else plan.notice
     return PreparedRun(config, trainer, scheduler, tokenizer, resume_from, notice)
