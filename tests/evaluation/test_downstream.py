@@ -208,6 +208,12 @@ def test_data_errors_at_launch(offline_data_dir, tmp_path, monkeypatch):
     assert "missing" in message and "task xnli_de" not in message, message  # only the task lacking its file
 
 
+def test_fsdp_is_refused_at_load():
+    """FSDP2 landed next to this callback: a run asking for both fails before any work, naming both fields."""
+    message = _error(["train.fsdp={}", "downstream={tasks: [xnli_de]}"])
+    assert "downstream" in message and "train.fsdp" in message and "downstream: null" in message, message
+
+
 def test_zero3_is_refused_at_launch(offline_data_dir, tmp_path):
     ds = tmp_path / "zero3.json"
     ds.write_text(json.dumps({"zero_optimization": {"stage": 3}}), encoding="utf-8")

@@ -367,9 +367,21 @@ rules); the checks that need the rest of the config or the files are `RunConfig`
 
 
 def downstream_problems(config: Any) -> list[tuple[str, str]]:
-    """The downstream section against the rest of the config: an interval that never fires."""
+    """The downstream section against the rest of the config: sharded weights, an interval that never fires."""
     downstream = config.downstream
-    if downstream is None or downstream.every_n_steps is None or downstream.at_save:
+    if downstream is None or not downstream.enabled:
+        return []
+    if config.train.fsdp is not None:
+        # FSDP2 leaves each rank a shard of every weight: the main process alone cannot run lm-eval's forwards
+        return [
+            (
+                "downstream",
+                "is set with train.fsdp: under FSDP2 no rank holds the whole weights, so the main process cannot score "
+                "the tasks; set `downstream: null` and score saved checkpoints with `wonton-hf eval`, or train with "
+                "DDP or ZeRO-2.",
+            )
+        ]
+    if downstream.every_n_steps is None or downstream.at_save:
         return []
     if downstream.every_n_steps > config.train.max_steps:
         return [
