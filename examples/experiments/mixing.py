@@ -78,7 +78,7 @@ class Settings:
     output: str
     steps: int = 100
     seq_len: int = 128
-    batch_size: int = 8
+    batch_size: int = 4
     learning_rate: float = 2e-3
     warmup_fraction: float = 0.05
     vocab_size: int = 4096

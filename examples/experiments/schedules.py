@@ -70,7 +70,7 @@ class Settings:
     output: str
     steps: int = 100
     seq_len: int = 128
-    batch_size: int = 8
+    batch_size: int = 4
     learning_rates: list[float] = field(default_factory=lambda: [2e-3, 4e-3, 8e-3, 1.6e-2])
     learning_rate: float = 2e-3
     """unused (each run sets its own peak); kept for the shared run config"""
