@@ -162,16 +162,18 @@ def train_one(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> di
     return {"spec": asdict(spec), **train_run(config, prepared, settings.output, settings.jobs)}
 
 
-def grid(settings: Settings) -> tuple[list[RunSpec], list[RunSpec]]:
-    """Phase 1 seed by seed (a stopped sweep still has every arm at a few seeds), EXP3 first in each seed; phase 2:
-    the static mixes at EXP3's average weights."""
-    first = []
+def grid(settings: Settings) -> list[list[RunSpec]]:
+    """Batches run one after the other, seed by seed (a stopped sweep still has every arm at its first seeds):
+    EXP3 and the paper mix, then the static mix at that EXP3 run's average weights, the temperature mix and the
+    step-size sweep."""
+    batches = []
     for seed in range(max(settings.seeds, settings.sweep_seeds)):
-        arms = [a for a in ("exp3_lr1", "static_paper", "temperature") if a in settings.arms and seed < settings.seeds]
-        arms += [a for a in SWEEP_ARMS if a in settings.arms and seed < settings.sweep_seeds]
-        first += [RunSpec(a, seed) for a in arms]
-    second = [RunSpec("static_exp3avg", s) for s in range(settings.seeds) if "static_exp3avg" in settings.arms]
-    return first, second
+        main = seed < settings.seeds
+        first = [a for a in ("exp3_lr1", "static_paper") if main and a in settings.arms]
+        then = [a for a in ("static_exp3avg", "temperature") if main and a in settings.arms]
+        then += [a for a in SWEEP_ARMS if seed < settings.sweep_seeds and a in settings.arms]
+        batches += [[RunSpec(a, seed) for a in arms] for arms in (first, then) if arms]
+    return batches
 
 
 # -- analysis ----------------------------------------------------------------------------------------------------
@@ -393,10 +395,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = Results(out / "results.json", {"settings": asdict(settings), "provenance": provenance(argv)})
     started = time.time()
     prepared = prepare_sources(settings)
-    first, second = grid(settings)
-    for phase in (first, second):
-        prepared["weights"] = {s.name: arm_weights(s, prepared["names"], results.data) for s in phase}
-        execute(phase, train_one, settings, prepared, results, _log)
+    for batch in grid(settings):
+        prepared["weights"] = {s.name: arm_weights(s, prepared["names"], results.data) for s in batch}
+        execute(batch, train_one, settings, prepared, results, _log)
     results.data["wall_s"] = results.data.get("wall_s", 0.0) + time.time() - started
     results.save()
     print(write_outputs(results.data, out))
