@@ -529,6 +529,7 @@ def base_run_config(name: str, seed: int, settings: Any, prepared: dict[str, Any
             "eval_steps": settings.eval_every,
             "held_out_share": settings.held_out_share,
             "windows_per_source": 1,  # replaced by `document_eval_dataset` in `train_run`
+            "batch_size": settings.eval_batch_size,
         },
         "optimizer": {
             "learning_rate": settings.learning_rate,

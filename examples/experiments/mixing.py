@@ -77,7 +77,7 @@ class Settings:
     corpus: str
     output: str
     steps: int = 100
-    seq_len: int = 128
+    seq_len: int = 64
     batch_size: int = 4
     learning_rate: float = 2e-3
     warmup_fraction: float = 0.05
@@ -92,6 +92,8 @@ class Settings:
     tokens_per_document: int = 32
     """each held-out document's first tokens scored"""
     eval_every: int = 10
+    eval_batch_size: int = 64
+    """windows per evaluation forward pass (fewer, larger passes: less Python overhead per window)"""
     logging_steps: int = 5
     seeds: int = 5
     """seeds of the main arms"""

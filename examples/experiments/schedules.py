@@ -68,8 +68,8 @@ class RunSpec:
 class Settings:
     corpus: str
     output: str
-    steps: int = 100
-    seq_len: int = 128
+    steps: int = 60
+    seq_len: int = 64
     batch_size: int = 4
     learning_rates: list[float] = field(default_factory=lambda: [2e-3, 4e-3, 8e-3, 1.6e-2])
     learning_rate: float = 2e-3
@@ -86,6 +86,8 @@ class Settings:
     heldout_documents: int = 50
     tokens_per_document: int = 32
     eval_every: int = 10
+    eval_batch_size: int = 64
+    """windows per evaluation forward pass (fewer, larger passes: less Python overhead per window)"""
     logging_steps: int = 5
     seeds: int = 3
     jobs: int = 2
