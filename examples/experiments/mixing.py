@@ -239,6 +239,18 @@ def analyse(data: dict[str, Any]) -> dict[str, Any]:
     present = [set(arms[a]) for a in EXP3_RATES if a in arms]
     sweep_seeds = sorted(set.intersection(*present)) if present else []
     out["sweep"] = {"seeds": sweep_seeds}
+    # where a difference comes from: per source, paired by seed, against the paper mix
+    out["per_source_paired"] = {
+        f"{arm} - {BASELINE}": {
+            n: paired(
+                {s: final_point(r)["bpb"][n] for s, r in arms[arm].items()},
+                {s: final_point(r)["bpb"][n] for s, r in arms[BASELINE].items()},
+            )
+            for n in names
+        }
+        for arm in ("exp3_lr1", "static_exp3avg", "temperature")
+        if arm in arms and BASELINE in arms
+    }
     for arm in [a for a in EXP3_RATES if a in arms]:
         out["sweep"][arm] = {
             f"bpb/{mean}": paired(
@@ -302,6 +314,18 @@ def summary(data: dict[str, Any]) -> str:
     lines += [_row("arm", names), _row("---", ["---"] * len(names))]
     for arm, row in a["per_source"].items():
         lines.append(_row(arm, [f"{row[n]['mean']:.3f} ± {row[n]['se'] or 0:.3f}" for n in names]))
+    lines += ["", "## Per source, paired by seed: bits per byte minus static_paper's (mean ± SE, n; seeds below 0)", ""]
+    lines += [_row("difference", names), _row("---", ["---"] * len(names))]
+    for key, row in a["per_source_paired"].items():
+        lines.append(
+            _row(
+                key,
+                [
+                    f"{row[n]['mean']:+.3f} ± {row[n]['se'] or 0:.3f} (n={row[n]['n']}, {row[n]['below_zero']})"
+                    for n in names
+                ],
+            )
+        )
     lines += ["", "## Average mixture weights (mean over seeds of each run's time-averaged weights)", ""]
     lines += [_row("arm", names), _row("---", ["---"] * len(names))]
     lines.append(
