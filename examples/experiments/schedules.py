@@ -71,7 +71,7 @@ class Settings:
     steps: int = 60
     seq_len: int = 64
     batch_size: int = 4
-    learning_rates: list[float] = field(default_factory=lambda: [1e-3, 2e-3, 4e-3, 8e-3])
+    learning_rates: list[float] = field(default_factory=lambda: [5e-4, 1e-3, 2e-3, 4e-3, 8e-3])
     learning_rate: float = 2e-3
     """unused (each run sets its own peak); kept for the shared run config"""
     warmup_fraction: float = 0.05
