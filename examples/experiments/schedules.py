@@ -333,6 +333,8 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
                 capsize=3,
             )
     axes[0].set(xscale="log", xlabel="peak LR", ylabel="final held-out bpb (training-weighted)", title="LR sweep")
+    axes[0].set_xticks(a["learning_rates"], [f"{lr:g}" for lr in a["learning_rates"]])
+    axes[0].minorticks_off()
     axes[0].legend()
     table = cells(data)
     for schedule, best in a["best"].items():
