@@ -1,35 +1,31 @@
-"""Mixing science at CPU scale: does loss-driven mixing save steps, and does a curriculum keep its gain under LR decay?
+"""Mixing at CPU scale: what does loss-driven mixing (EXP3) change, against which static mixes?
 
-Two experiments on small Wonton models, every run through `wonton_hf`'s normal path (run config ->
-`build_trainer` -> the HF Trainer with the Online Data Scheduler, its callbacks, `run`):
+Arms (every run through `wonton_hf`'s normal path: run config -> `build_trainer` -> the HF Trainer with the
+Online Data Scheduler, its callbacks and the in-loop held-out evaluation -> `run`):
 
-1. Loss-driven mixing (ODM, arXiv 2312.02406): static weights (the paper's language mix, and uniform) against
-   `Exp3Feedback` on top of each. Per-source held-out loss against tokens, the steps each arm needs to reach
-   its static arm's final mean held-out loss, the weights' trajectory.
-2. Curriculum x LR schedule (arXiv 2511.18903): sources ordered easy -> hard by their gzip compression ratio
-   through a linear `WeightSchedule` whose time-average is the shuffled mix, against the shuffled mix, each
-   under cosine decay, WSD, and a constant LR whose last checkpoints are averaged (`train.average_last`).
+- `static_paper`: the Wonton report's mix (English ~73% with code at 8.6%), fixed;
+- `exp3_lr1`: `Exp3Feedback(learning_rate=1.0, update_every=1)` on top of the paper mix (the current defaults);
+  `exp3_lr0.3` / `exp3_lr3`: the same at step sizes 0.3 and 3 (the step-size sweep, fewer seeds);
+- `static_exp3avg`: a static mix at the time-averaged weights of the `exp3_lr1` run with the same seed (phase 2:
+  it needs those runs first): whatever EXP3 gains over it comes from the dynamics, not the average mix;
+- `temperature`: the paper mix sampled at temperature T=3 (p ~ share^(1/T), as XLM-R / mT5 sample languages).
 
-    python examples/experiments/mixing.py                                # the full experiment (see docs/experiments.md)
-    python examples/experiments/mixing.py --quick --output /tmp/q        # 6 steps per run: checks the script
-    python examples/experiments/mixing.py --analyse-only --output outputs/mixing
+Metric: held-out loss and bits per byte per source (>= 50 documents per source, the package's hash split),
+scored every `--eval-every` steps, summarised as the unweighted mean over sources and the paper-mix-weighted mean
+(see docs/experiments/mixing.md for the plan).
 
-The corpus (`--corpus`: one `*_LANG.jsonl(.gz)` per language) and a code source (Python's standard library,
-one document per file) are split with every 10th document held out; one tokenizer is trained on the training
-split; a fixed set of held-out windows per source is scored every `--eval-every` steps by a callback.
-`results.json` is rewritten after every run (a rerun skips finished runs).
+    python examples/experiments/mixing.py --output outputs/mixing            # the full experiment
+    python examples/experiments/mixing.py --quick --output /tmp/q            # checks the script, measures nothing
+    python examples/experiments/mixing.py --analyse-only --results docs/experiments/mixing/results.json --output DIR
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import logging
-import os
 import statistics
 import sys
-import sysconfig
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,414 +37,303 @@ sys.path.insert(0, str(HERE))
 
 from harness import (  # noqa: E402  (next to this script)
     Results,
+    base_run_config,
     default_corpus,
-    ensure_tokenizer,
+    describe,
     execute,
-    heldout_loss,
-    heldout_windows,
-    run_log,
+    fmt,
+    mean_weights,
+    paired,
+    paper_weights,
+    prepare_sources,
+    provenance,
     save_figure,
-    split_corpus,
+    train_run,
 )
 
 logger = logging.getLogger("mixing")
 
-PAPER_MIX = {"en": 80.1, "zh": 6.3, "ja": 6.3, "de": 1.6, "fr": 1.5, "it": 1.4, "ko": 1.4, "es": 1.4}
-"""The Wonton report's language shares (per cent of the multilingual part), as in benchmarks/data_scheduler_throughput.py."""
-PAPER_CODE_SHARE = 0.086
-"""Code's share of the report's Figure 1 mix (8.6%); the languages share the rest in PAPER_MIX's proportions."""
-
-MIXING_ARMS = ("static_paper", "exp3_paper", "static_uniform", "exp3_uniform")
-ORDERS = ("shuffled", "curriculum")
-SCHEDULES = ("cosine", "wsd", "constant_avg")
+TEMPERATURE = 3.0
+"""XLM-R / mT5-style sampling temperature over the paper mix's shares"""
+EXP3_RATES = {"exp3_lr0.3": 0.3, "exp3_lr1": 1.0, "exp3_lr3": 3.0}
+"""EXP3 step sizes (per nat of smoothed loss) of the sweep; `exp3_lr1` is the package default and the main arm"""
+MAIN_ARMS = ("static_paper", "exp3_lr1", "static_exp3avg", "temperature")
+SWEEP_ARMS = ("exp3_lr0.3", "exp3_lr3")
+BASELINE = "static_paper"
 
 
 @dataclass
 class RunSpec:
-    experiment: str
-    """mixing | curriculum"""
     arm: str
-    """a MIXING_ARMS name, or `<order>_<schedule>`"""
     seed: int
 
     @property
     def name(self) -> str:
-        return f"{self.experiment}_{self.arm}_s{self.seed}"
+        return f"{self.arm}_s{self.seed}"
 
 
 @dataclass
 class Settings:
     corpus: str
     output: str
-    steps: int = 200
-    seq_len: int = 128
-    batch_size: int = 8
+    steps: int = 100
+    seq_len: int = 64
+    batch_size: int = 4
     learning_rate: float = 2e-3
     warmup_fraction: float = 0.05
     vocab_size: int = 4096
     tokenizer_documents: int = 300
-    code_files: int = 600
-    heldout_windows: int = 8
-    """held-out windows per source"""
-    eval_every: int = 20
+    code_files: int = 200
+    """top-level standard-library modules (all of them: ~170), cut into ~4 kB documents"""
+    held_out_share: float = 0.07
+    """share of every source's documents held out by the package's hash split"""
+    heldout_documents: int = 50
+    """held-out documents scored per source"""
+    tokens_per_document: int = 32
+    """each held-out document's first tokens scored"""
+    eval_every: int = 10
+    eval_batch_size: int = 64
+    """windows per evaluation forward pass (fewer, larger passes: less Python overhead per window)"""
     logging_steps: int = 5
-    mixing_seeds: int = 3
-    curriculum_seeds: int = 2
-    experiments: list[str] = field(default_factory=lambda: ["mixing", "curriculum"])
-    exp3: dict[str, Any] = field(default_factory=lambda: {"update_every": 1, "learning_rate": 1.0})
-    """`Exp3Feedback` options of the exp3 arms, spelled out so the experiment does not follow later default changes.
-    They became the package defaults after this experiment; the former ones (update_every 10, ODM's decaying step)
-    left the policy exactly uniform for the first 20 updates (200 steps) with 9 sources"""
-    curriculum_strength: float = 1.6
-    """start weight of a source = base x (1 + strength x (0.5 - difficulty rank)); the end mirrors it"""
-    wsd_decay_fraction: float = 0.2
-    average_last: int = 4
-    """constant-LR cells: checkpoints averaged (saved every steps / 10)"""
+    seeds: int = 5
+    """seeds of the main arms"""
+    sweep_seeds: int = 3
+    """seeds of the EXP3 step-size sweep (exp3_lr1 shares its first ones)"""
+    exp3_update_every: int = 1
     jobs: int = 2
+    arms: list[str] = field(default_factory=lambda: [*MAIN_ARMS, *SWEEP_ARMS])
 
 
 QUICK = {
-    "steps": 6,
+    "steps": 30,
     "seq_len": 64,
     "batch_size": 2,
     "vocab_size": 512,
     "tokenizer_documents": 20,
     "code_files": 30,
-    "heldout_windows": 1,
-    "eval_every": 3,
-    "logging_steps": 1,
-    "mixing_seeds": 1,
-    "curriculum_seeds": 1,
-    "average_last": 2,
-    "jobs": 1,
+    "held_out_share": 0.25,
+    "heldout_documents": 2,
+    "tokens_per_document": 16,
+    "eval_every": 10,
+    "logging_steps": 2,
+    "seeds": 1,
+    "sweep_seeds": 1,
+    "jobs": 2,
 }
+"""30 steps: EXP3 keeps the exploration floor's exactly uniform policy for ~K ln K = 20 updates with 9 sources,
+so the quick run needs more than 20 steps for the weights to move."""
 
 
-# -- data -------------------------------------------------------------------------------------------------------
+# -- mixes -----------------------------------------------------------------------------------------------------
 
 
-def split_code(target: Path, files: int, every: int = 10) -> dict[str, str]:
-    """The first `files` modules of the standard library (sorted) as a jsonl source, every `every`-th held out."""
-    train, heldout = target / "train_code.jsonl", target / "heldout_code.jsonl"
-    if not heldout.is_file():
-        paths = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:files]
-        with open(f"{train}.tmp", "w", encoding="utf-8") as tr, open(f"{heldout}.tmp", "w", encoding="utf-8") as ho:
-            for i, path in enumerate(paths):
-                line = json.dumps({"id": path.name, "text": path.read_text(encoding="utf-8", errors="replace")})
-                (ho if i % every == 0 else tr).write(line + "\n")
-        os.replace(f"{train}.tmp", train)
-        os.replace(f"{heldout}.tmp", heldout)
-    return {"train": str(train), "heldout": str(heldout)}
+def temperature_weights(names: list[str], temperature: float = TEMPERATURE) -> dict[str, float]:
+    """p_i ~ q_i^(1/T) over the paper mix's shares q (the report's shares stand for the sources' sizes: the local
+    files are all about the same size, so their own sizes would give a uniform mix at any T)."""
+    paper = paper_weights(names)
+    scaled = {n: w ** (1 / temperature) for n, w in paper.items()}
+    total = sum(scaled.values())
+    return {n: v / total for n, v in scaled.items()}
 
 
-def compression_ratio(path: str, limit: int = 2_000_000) -> float:
-    """gzip-compressed bytes per UTF-8 byte of a source's text: the difficulty measure of the curriculum.
-
-    Why this measure: it is model-free, costs a second, and estimates the text's entropy per byte, which is
-    what a language model's loss measures (a source gzip compresses well is one a small model predicts well).
-    Sources are compared by rank, so the scripts' different byte-per-character rates matter only through it.
-    """
-    text = bytearray()
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            text += json.loads(line)["text"].encode("utf-8")
-            if len(text) >= limit:
-                break
-    return len(gzip.compress(bytes(text), compresslevel=9)) / max(len(text), 1)
+def arm_weights(spec: RunSpec, names: list[str], results: dict[str, Any]) -> dict[str, float]:
+    if spec.arm == "temperature":
+        return temperature_weights(names)
+    if spec.arm == "static_exp3avg":
+        source = results["runs"].get(RunSpec("exp3_lr1", spec.seed).name)
+        if source is None:
+            raise SystemExit(f"{spec.name} needs {RunSpec('exp3_lr1', spec.seed).name} first (phase 2).")
+        return mean_weights(source)
+    return paper_weights(names)
 
 
-def base_weights(kind: str, names: list[str]) -> dict[str, float]:
-    if kind == "uniform":
-        return {n: 1.0 / len(names) for n in names}
-    languages = {n: PAPER_MIX.get(n, 0.0) for n in names if n != "code"}
-    total = sum(languages.values()) or 1.0
-    weights = {n: (1 - PAPER_CODE_SHARE) * w / total for n, w in languages.items()}
-    if "code" in names:
-        weights["code"] = PAPER_CODE_SHARE
-    return weights
+# -- runs --------------------------------------------------------------------------------------------------------
 
 
-def curriculum_points(
-    weights: dict[str, float], difficulty: dict[str, float], strength: float, steps: int
-) -> list[dict[str, Any]]:
-    """Easy-heavy at step 0, hard-heavy at the last step, linear in between; each source's mean over the run is
-    its `weights` value (the factors 1 +/- strength x (0.5 - rank) average to 1), so both orders see the same data
-    (exactly for the uniform base used here, whose two points both sum to 1; a skewed base is renormalised)."""
-    order = sorted(difficulty, key=difficulty.get)
-    rank = {n: i / max(len(order) - 1, 1) for i, n in enumerate(order)}
-    start = {n: weights[n] * (1 + strength * (0.5 - rank[n])) for n in weights}
-    end = {n: weights[n] * (1 - strength * (0.5 - rank[n])) for n in weights}
-    return [{"at": 0, "weights": start}, {"at": steps, "weights": end}]
-
-
-def prepare(settings: Settings) -> dict[str, Any]:
-    """Splits, tokenizer, held-out windows per source, difficulty: made once, shared by every run."""
-    import torch
-
-    out = Path(settings.output)
-    splits = split_corpus(Path(settings.corpus), out / "data")
-    splits["code"] = split_code(out / "data", settings.code_files)
-    names = sorted(splits)
-
-    def specs(part: str, only: str | None = None) -> list[dict[str, Any]]:
-        return [{"name": n, "paths": [splits[n][part]], "weight": 1.0} for n in names if only in (None, n)]
-
-    tokenizer_dir = ensure_tokenizer(
-        out / f"tokenizer-{settings.vocab_size}", specs("train"), settings.tokenizer_documents, settings.vocab_size
-    )
-    heldout = out / f"heldout-{settings.heldout_windows}x{settings.seq_len}.pt"
-    if not heldout.is_file():
-        windows = {
-            name: heldout_windows(specs("heldout", name), tokenizer_dir, settings.seq_len, settings.heldout_windows)
-            for name in names
-        }
-        torch.save(windows, heldout)
-    difficulty = {n: compression_ratio(splits[n]["train"]) for n in names}
-    return {
-        "splits": splits,
-        "names": names,
-        "tokenizer": str(tokenizer_dir),
-        "heldout": str(heldout),
-        "difficulty": difficulty,
-    }
-
-
-# -- one run ----------------------------------------------------------------------------------------------------
-
-
-def run_config(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> dict[str, Any]:
-    """The run config a user would write in YAML; the arm changes only the weights, schedule, feedback and LR decay."""
-    names = prepared["names"]
-    if spec.experiment == "mixing":
-        kind, base = spec.arm.split("_")[1], spec.arm.split("_")[0]
-        weights, order, schedule = base_weights(kind, names), "shuffled", "cosine"
-        feedback = dict(settings.exp3) if base == "exp3" else None
-    else:
-        order, schedule = spec.arm.split("_", 1)
-        weights, feedback = base_weights("uniform", names), None
-    steps = settings.steps
-    optimizer: dict[str, Any] = {
-        "learning_rate": settings.learning_rate,
-        "min_lr_rate": 0.1,
-        "warmup_steps": max(1, round(settings.warmup_fraction * steps)),
-    }
-    train: dict[str, Any] = {
-        "max_steps": steps,
-        "per_device_batch_size": settings.batch_size,
-        "global_batch_tokens": settings.batch_size * settings.seq_len,
-        "logging_steps": settings.logging_steps,
-        "save_steps": steps * 10,
-        "save_total_limit": None,
-        "report_to": [],
-        "seed": spec.seed,
-        "use_cpu": True,
-    }
-    if schedule == "cosine":
-        optimizer["lr_scheduler_type"] = "cosine_with_min_lr"
-    elif schedule == "wsd":
-        optimizer.update(lr_scheduler_type="warmup_stable_decay", decay_fraction=settings.wsd_decay_fraction)
-    else:
-        optimizer["lr_scheduler_type"] = "constant_with_warmup"
-        train.update(save_steps=max(1, steps // 10), average_last=settings.average_last)
-    data: dict[str, Any] = {
-        "seq_len": settings.seq_len,
-        "num_workers": 0,
-        "feedback": feedback,
-        "sources": [{"name": n, "paths": [prepared["splits"][n]["train"]], "weight": weights[n]} for n in names],
-    }
-    if order == "curriculum":
-        points = curriculum_points(weights, prepared["difficulty"], settings.curriculum_strength, steps)
-        data["schedule"] = {"points": points, "unit": "step", "interpolation": "linear"}
-    return {
-        "run_name": spec.name,
-        "output_dir": str(Path(settings.output) / "runs"),
-        "resume": "never",
-        "model": {"preset": "wonton-tiny", "attn_implementation": "sdpa"},
-        "tokenizer": {"path": prepared["tokenizer"]},
-        "data": data,
-        "optimizer": optimizer,
-        "train": train,
-        "monitors": {"stability": None, "throughput": None, "spike_guard": None},
-    }
-
-
-def heldout_losses(model: Any, windows: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """Per source: token-weighted mean cross-entropy over its fixed held-out windows."""
-    return {name: heldout_loss(model, batch) for name, batch in windows.items()}
-
-
-def heldout_callback(windows: dict[str, Any], every: int, tokens_per_step: int) -> Any:
-    """A `TrainerCallback` that scores the held-out windows at step 0, every `every` steps and at the end."""
-    from transformers import TrainerCallback
-
-    class HeldoutEval(TrainerCallback):
-        def __init__(self) -> None:
-            self.points: list[dict[str, Any]] = []
-
-        def _score(self, step: int, model: Any) -> None:
-            if not self.points or self.points[-1]["step"] != step:
-                self.points.append(
-                    {"step": step, "tokens": step * tokens_per_step, "losses": heldout_losses(model, windows)}
-                )
-
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            self._score(state.global_step, model)
-
-        def on_step_end(self, args, state, control, model=None, **kwargs):
-            if state.global_step % every == 0 or state.global_step == state.max_steps:
-                self._score(state.global_step, model)
-
-    return HeldoutEval()
+def run_config(spec: RunSpec, settings: Settings, prepared: dict[str, Any], weights: dict[str, float]) -> dict:
+    """The shared run config; the arm changes only the weights and the feedback."""
+    config = base_run_config(spec.name, spec.seed, settings, prepared, weights)
+    if spec.arm in EXP3_RATES:
+        config["data"]["feedback"] = {"learning_rate": EXP3_RATES[spec.arm], "update_every": settings.exp3_update_every}
+    return config
 
 
 def train_one(spec: RunSpec, settings: Settings, prepared: dict[str, Any]) -> dict[str, Any]:
-    """Build through `wonton_hf.training`, train with `run` (which writes final-averaged/ where asked), score."""
-    import shutil
-
-    import torch
-
-    if settings.jobs > 1:
-        torch.set_num_threads(1)
-    from transformers import AutoModelForCausalLM
-
-    from wonton_hf.training import build_trainer, load_run_config, run
-
-    config = load_run_config(None, [], **run_config(spec, settings, prepared))
-    windows = torch.load(prepared["heldout"])
-    started = time.process_time(), time.time()
-    with run_log(settings.output, spec.name, settings.jobs):
-        built = build_trainer(config)
-        evaluator = heldout_callback(windows, settings.eval_every, config.train.global_batch_tokens)
-        built.trainer.add_callback(evaluator)
-        run(built)
-        averaged = averaging = None
-        if config.train.average_last:
-            model = AutoModelForCausalLM.from_pretrained(config.run_dir / "final-averaged")
-            averaged = heldout_losses(model, windows)
-            averaging = json.loads((config.run_dir / "final-averaged" / "averaging.json").read_text())
-    history = built.trainer.state.log_history
-    shutil.rmtree(config.run_dir, ignore_errors=True)
-    return {
-        "name": spec.name,
-        "spec": asdict(spec),
-        "config": run_config(spec, settings, prepared),
-        "heldout": evaluator.points,
-        "averaged_heldout": averaged,
-        "averaging": averaging,
-        "weights": weight_series(history),
-        "train_loss": [[e["step"], e["loss"]] for e in history if "loss" in e],
-        "cpu_s": time.process_time() - started[0],
-        "wall_s": time.time() - started[1],
-    }
+    """One arm at one seed (in a worker process); the weights come from `prepared` (phase 2 needs phase 1's)."""
+    config = run_config(spec, settings, prepared, prepared["weights"][spec.name])
+    return {"spec": asdict(spec), **train_run(config, prepared, settings.output, settings.jobs)}
 
 
-def weight_series(history: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
-    """source -> [[step, weight], ...] from the data tracker's `data/weight/<source>` log entries."""
-    out: dict[str, list[list[float]]] = {}
-    for entry in history:
-        for key, value in entry.items():
-            if key.startswith("data/weight/"):
-                out.setdefault(key.split("/", 2)[2], []).append([entry["step"], value])
+def grid(settings: Settings) -> list[list[RunSpec]]:
+    """Batches run one after the other, seed by seed (a stopped sweep still has every arm at its first seeds):
+    EXP3 and the paper mix, then the static mix at that EXP3 run's average weights, the temperature mix and the
+    step-size sweep."""
+    batches = []
+    for seed in range(max(settings.seeds, settings.sweep_seeds)):
+        main = seed < settings.seeds
+        first = [a for a in ("exp3_lr1", "static_paper") if main and a in settings.arms]
+        then = [a for a in ("static_exp3avg", "temperature") if main and a in settings.arms]
+        then += [a for a in SWEEP_ARMS if seed < settings.sweep_seeds and a in settings.arms]
+        batches += [[RunSpec(a, seed) for a in arms] for arms in (first, then) if arms]
+    return batches
+
+
+# -- analysis ----------------------------------------------------------------------------------------------------
+
+
+def weighted(values: dict[str, float], weights: dict[str, float] | None) -> float:
+    """The mean over sources: unweighted (`weights` None) or with the given weights (normalised)."""
+    if weights is None:
+        return statistics.fmean(values.values())
+    total = sum(weights[n] for n in values)
+    return sum(values[n] * weights[n] for n in values) / total
+
+
+def final_point(run: dict[str, Any]) -> dict[str, Any]:
+    return run["heldout"][-1]
+
+
+def by_arm(data: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for run in data["runs"].values():
+        out.setdefault(run["spec"]["arm"], {})[run["spec"]["seed"]] = run
     return out
 
 
-# -- analysis ---------------------------------------------------------------------------------------------------
-
-
-def mean_loss(losses: dict[str, float]) -> float:
-    """The unweighted mean over sources: every language (and code) counts the same, whatever its training share."""
-    return statistics.fmean(losses.values())
-
-
-def final_loss(run: dict[str, Any]) -> float:
-    """The run's final mean held-out loss; for averaged runs, the averaged model's."""
-    return mean_loss(run["averaged_heldout"] or run["heldout"][-1]["losses"])
-
-
-def steps_to(run: dict[str, Any], target: float) -> float | None:
-    """The first step (linear between evaluations) at which the mean held-out loss is <= `target`; None if never."""
-    curve = [(p["step"], mean_loss(p["losses"])) for p in run["heldout"]]
-    for (s0, l0), (s1, l1) in zip(curve, curve[1:], strict=False):
-        if l1 <= target:
-            return s1 if l0 == l1 else s0 + (s1 - s0) * (l0 - target) / (l0 - l1)
-    return None
-
-
-def _stats(values: list[float]) -> dict[str, Any]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "std": None, "n": 0}
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "n": len(values),
-    }
+MEANS = {"unweighted": None, "paper-weighted": "paper"}
 
 
 def analyse(data: dict[str, Any]) -> dict[str, Any]:
-    runs = list(data["runs"].values())
-    out: dict[str, Any] = {}
-    mixing = [r for r in runs if r["spec"]["experiment"] == "mixing"]
-    if mixing:
-        arms: dict[str, Any] = {}
-        for arm in MIXING_ARMS:
-            mine = sorted((r for r in mixing if r["spec"]["arm"] == arm), key=lambda r: r["spec"]["seed"])
-            if not mine:
-                continue
-            static = {r["spec"]["seed"]: r for r in mixing if r["spec"]["arm"] == "static_" + arm.split("_")[1]}
-            # paired by seed (same initial weights, same first batches): the steps this run needs to reach the
-            # final held-out loss of its static arm with the same seed, as a fraction of the run's length
-            reach, saved = [], []
-            for run in mine:
-                if run["spec"]["seed"] in static:
-                    steps = steps_to(run, final_loss(static[run["spec"]["seed"]]))
-                    reach.append(steps)
-                    saved.append(None if steps is None else 1 - steps / run["config"]["train"]["max_steps"])
-            names = list(mine[0]["heldout"][-1]["losses"])
-            arms[arm] = {
-                "final_mean_heldout": _stats([final_loss(r) for r in mine]),
-                "final_per_source": {n: _stats([r["heldout"][-1]["losses"][n] for r in mine]) for n in names},
-                "steps_to_static_final": _stats(reach),
-                "steps_to_static_final_per_seed": reach,
-                "steps_saved": _stats(saved),
-                "never_reached": sum(x is None for x in reach),
-                "final_minus_static_paired": _stats(
-                    [final_loss(r) - final_loss(static[r["spec"]["seed"]]) for r in mine if r["spec"]["seed"] in static]
-                ),
-            }
-        out["mixing"] = arms
-    cells = [r for r in runs if r["spec"]["experiment"] == "curriculum"]
-    if cells:
-        table = {}
-        for order in ORDERS:
-            for schedule in SCHEDULES:
-                mine = [r for r in cells if r["spec"]["arm"] == f"{order}_{schedule}"]
-                if mine:
-                    table[f"{order}_{schedule}"] = {
-                        "final_mean_heldout": _stats([final_loss(r) for r in mine]),
-                        "unaveraged_final": _stats([mean_loss(r["heldout"][-1]["losses"]) for r in mine]),
-                    }
-        gains, paired = {}, {}
-        by_cell = {(r["spec"]["arm"], r["spec"]["seed"]): final_loss(r) for r in cells}
-        for schedule in SCHEDULES:
-            a, b = table.get(f"shuffled_{schedule}"), table.get(f"curriculum_{schedule}")
-            if a and b:
-                gains[schedule] = a["final_mean_heldout"]["mean"] - b["final_mean_heldout"]["mean"]
-                # paired by seed (same initial weights): removes most of the seed-to-seed spread
-                paired[schedule] = _stats(
-                    [
-                        by_cell[(f"shuffled_{schedule}", s)] - by_cell[(f"curriculum_{schedule}", s)]
-                        for (arm, s) in by_cell
-                        if arm == f"shuffled_{schedule}" and (f"curriculum_{schedule}", s) in by_cell
-                    ]
-                )
-        out["curriculum"] = {
-            "table": table,
-            "curriculum_gain": gains,
-            "curriculum_gain_paired": paired,
-            "difficulty": data.get("prepared", {}).get("difficulty"),
+    """Every number the summary prints: per arm, per metric (loss, bpb) and mean (unweighted, paper-weighted),
+    the final value by seed and its mean ± SE; paired differences by seed against `static_paper` and between EXP3
+    and the static mix at its own average weights; per-source finals; the mixes' average weights."""
+    arms = by_arm(data)
+    names = sorted(next(iter(data["runs"].values()))["heldout"][-1]["bpb"]) if data["runs"] else []
+    paper = paper_weights(names)
+    out: dict[str, Any] = {"names": names, "paper_weights": paper, "arms": {}, "paired": {}, "per_source": {}}
+
+    def finals(arm: str, metric: str, mean: str) -> dict[int, float]:
+        w = paper if MEANS[mean] else None
+        return {s: weighted(final_point(r)[metric], w) for s, r in sorted(arms.get(arm, {}).items())}
+
+    for arm in [a for a in (*MAIN_ARMS, *SWEEP_ARMS) if a in arms]:
+        out["arms"][arm] = {
+            f"{metric}/{mean}": describe(list(finals(arm, metric, mean).values()))
+            for metric in ("bpb", "loss")
+            for mean in MEANS
         }
+        out["arms"][arm]["mean_weights"] = {
+            n: statistics.fmean(mean_weights(r)[n] for r in arms[arm].values()) for n in names
+        }
+        out["per_source"][arm] = {n: describe([final_point(r)["bpb"][n] for r in arms[arm].values()]) for n in names}
+    comparisons = [(a, BASELINE) for a in (*MAIN_ARMS, *SWEEP_ARMS) if a != BASELINE]
+    comparisons.append(("exp3_lr1", "static_exp3avg"))
+    for a, b in comparisons:
+        if a in arms and b in arms:
+            out["paired"][f"{a} - {b}"] = {
+                f"{metric}/{mean}": paired(finals(a, metric, mean), finals(b, metric, mean))
+                for metric in ("bpb", "loss")
+                for mean in MEANS
+            }
+    # the step-size sweep on its own seeds only (exp3_lr1 has more): like against like
+    present = [set(arms[a]) for a in EXP3_RATES if a in arms]
+    sweep_seeds = sorted(set.intersection(*present)) if present else []
+    out["sweep"] = {"seeds": sweep_seeds}
+    # where a difference comes from: per source, paired by seed, against the paper mix
+    out["per_source_paired"] = {
+        f"{arm} - {BASELINE}": {
+            n: paired(
+                {s: final_point(r)["bpb"][n] for s, r in arms[arm].items()},
+                {s: final_point(r)["bpb"][n] for s, r in arms[BASELINE].items()},
+            )
+            for n in names
+        }
+        for arm in ("exp3_lr1", "static_exp3avg", "temperature")
+        if arm in arms and BASELINE in arms
+    }
+    for arm in [a for a in EXP3_RATES if a in arms]:
+        out["sweep"][arm] = {
+            f"bpb/{mean}": paired(
+                {s: v for s, v in finals(arm, "bpb", mean).items() if s in sweep_seeds},
+                finals(BASELINE, "bpb", mean),
+            )
+            for mean in MEANS
+        }
+    out["cpu_s"] = sum(r["cpu_s"] for r in data["runs"].values())
+    out["runs"] = len(data["runs"])
     return out
+
+
+def _row(label: str, cells: list[str]) -> str:
+    return "| " + " | ".join([label, *cells]) + " |"
+
+
+def summary(data: dict[str, Any]) -> str:
+    """summary.md: provenance, then every table the docs quote (all numbers from `analyse`)."""
+    a = analyse(data)
+    lines = ["# Mixing: summary (generated by `examples/experiments/mixing.py --analyse-only`; do not edit)", ""]
+    for inv in data.get("invocations", []):
+        p = inv.get("provenance", {})
+        lines.append(f"- run from commit `{p.get('commit')}` (tree dirty: {p.get('dirty')}): `{p.get('command')}`")
+    lines += [
+        f"- runs: {a['runs']}; CPU time of all runs (training + in-loop evaluation, one thread each): "
+        f"{a['cpu_s']:.0f} s ({a['cpu_s'] / 3600:.2f} CPU-hours)",
+        "- values: final held-out metric (last evaluation), mean ± standard error [95% t-interval of the mean] "
+        "(n = seeds); paired rows: the difference by seed, mean ± SE [95% t-interval] (n), and how many seeds "
+        "are below zero (lower is better)",
+        "",
+        "## Final held-out metric per arm",
+        "",
+        _row("arm", [f"{metric} {mean}" for metric in ("bpb", "loss") for mean in MEANS]),
+        _row("---", ["---"] * 4),
+    ]
+    for arm, row in a["arms"].items():
+        lines.append(_row(arm, [fmt(row[f"{m}/{mean}"]) for m in ("bpb", "loss") for mean in MEANS]))
+    lines += [
+        "",
+        "## Paired by seed",
+        "",
+        _row("difference", [f"{m} {mean}" for m in ("bpb", "loss") for mean in MEANS]),
+    ]
+    lines.append(_row("---", ["---"] * 4))
+    for key, row in a["paired"].items():
+        cells = [
+            f"{fmt(row[f'{m}/{mean}'])}, {row[f'{m}/{mean}']['below_zero']} below 0"
+            for m in ("bpb", "loss")
+            for mean in MEANS
+        ]
+        lines.append(_row(key, cells))
+    lines += ["", f"## EXP3 step size (seeds {a['sweep']['seeds']}), bpb minus static_paper, paired", ""]
+    lines += [_row("step size", list(MEANS)), _row("---", ["---"] * 2)]
+    for arm in EXP3_RATES:
+        if arm in a["sweep"]:
+            row = a["sweep"][arm]
+            lines.append(_row(arm, [f"{fmt(row[f'bpb/{m}'])}, {row[f'bpb/{m}']['below_zero']} below 0" for m in MEANS]))
+    names = a["names"]
+    lines += ["", "## Final bits per byte per source (mean ± SE over seeds)", ""]
+    lines += [_row("arm", names), _row("---", ["---"] * len(names))]
+    for arm, row in a["per_source"].items():
+        lines.append(_row(arm, [f"{row[n]['mean']:.3f} ± {row[n]['se'] or 0:.3f}" for n in names]))
+    lines += ["", "## Per source, paired by seed: bits per byte minus static_paper's (mean ± SE, n; seeds below 0)", ""]
+    lines += [_row("difference", names), _row("---", ["---"] * len(names))]
+    for key, row in a["per_source_paired"].items():
+        lines.append(
+            _row(
+                key,
+                [
+                    f"{row[n]['mean']:+.3f} ± {row[n]['se'] or 0:.3f} (n={row[n]['n']}, {row[n]['below_zero']})"
+                    for n in names
+                ],
+            )
+        )
+    lines += ["", "## Average mixture weights (mean over seeds of each run's time-averaged weights)", ""]
+    lines += [_row("arm", names), _row("---", ["---"] * len(names))]
+    lines.append(
+        _row("paper mix (weights of the paper-weighted mean)", [f"{a['paper_weights'][n]:.3f}" for n in names])
+    )
+    for arm, row in a["arms"].items():
+        lines.append(_row(arm, [f"{row['mean_weights'][n]:.3f}" for n in names]))
+    return "\n".join(lines) + "\n"
 
 
 def plot(data: dict[str, Any], out: Path) -> list[Path]:
@@ -457,170 +342,91 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
-    runs = list(data["runs"].values())
-    mixing = [r for r in runs if r["spec"]["experiment"] == "mixing"]
-    if mixing:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for arm in MIXING_ARMS:
-            mine = [r for r in mixing if r["spec"]["arm"] == arm]
-            if mine:
-                tokens = [p["tokens"] for p in mine[0]["heldout"]]
-                curves = [[mean_loss(p["losses"]) for p in r["heldout"]] for r in mine]
-                mean = [statistics.fmean(v) for v in zip(*curves, strict=False)]
+    arms, written = by_arm(data), []
+    if not arms:
+        return written
+    names = sorted(next(iter(data["runs"].values()))["heldout"][-1]["bpb"])
+    paper = paper_weights(names)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (mean, w) in zip(axes, (("unweighted", None), ("paper-weighted", paper)), strict=True):
+        for arm in (*MAIN_ARMS, *SWEEP_ARMS):
+            runs = list(arms.get(arm, {}).values())
+            if runs:
+                steps = [p["step"] for p in runs[0]["heldout"]]
+                curves = [[weighted(p["bpb"], w) for p in r["heldout"]] for r in runs]
                 ax.plot(
-                    tokens[: len(mean)],
-                    mean,
-                    label=f"{arm} ({len(mine)} seeds)",
-                    linestyle="--" if arm.startswith("exp3") else "-",
+                    steps, [statistics.fmean(v) for v in zip(*curves, strict=False)], label=f"{arm} (n={len(runs)})"
                 )
-        ax.set(xlabel="tokens", ylabel="mean held-out loss (9 sources)", title="Loss-driven mixing")
-        ax.set_ylim(top=min(ax.get_ylim()[1], 9))
-        ax.legend()
-        written.append(save_figure(110, fig, out / "mixing_heldout_vs_tokens.png"))
-        exp3 = [r for r in mixing if r["spec"]["arm"].startswith("exp3") and r["spec"]["seed"] == 0]
-        if exp3:
-            fig, axes = plt.subplots(1, len(exp3), figsize=(6 * len(exp3), 4), squeeze=False)
-            for ax, run in zip(axes[0], exp3, strict=False):
-                for name, points in sorted(run["weights"].items()):
-                    ax.plot([s for s, _ in points], [w for _, w in points], label=name)
-                ax.set(xlabel="step", ylabel="weight", title=f"{run['spec']['arm']} (seed 0)")
-            axes[0][-1].legend(fontsize=7, ncol=2)
-            written.append(save_figure(110, fig, out / "mixing_weights.png"))
-    table = data.get("analysis", {}).get("curriculum", {}).get("table", {})
-    if table:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        width = 0.38
-        for i, order in enumerate(ORDERS):
-            cells = [table.get(f"{order}_{s}", {}).get("final_mean_heldout", {}) for s in SCHEDULES]
-            xs = [j + (i - 0.5) * width for j in range(len(SCHEDULES))]
-            ax.bar(
-                xs,
-                [c.get("mean") or 0 for c in cells],
-                width,
-                yerr=[c.get("std") or 0 for c in cells],
-                label=order,
-                capsize=3,
-            )
-        values = [c["final_mean_heldout"]["mean"] for c in table.values() if c["final_mean_heldout"]["mean"]]
-        if values:
-            ax.set_ylim(min(values) - 0.15, max(values) + 0.1)
-        ax.set_xticks(range(len(SCHEDULES)), ["cosine", "WSD", "constant + averaging"])
-        ax.set(ylabel="final mean held-out loss", title="Curriculum x LR schedule")
-        ax.legend()
-        written.append(save_figure(110, fig, out / "curriculum_schedule.png"))
+        ax.set(xlabel="step", ylabel=f"held-out bits per byte, {mean} mean", title=f"{mean} mean over sources")
+    axes[1].legend(fontsize=8)
+    written.append(save_figure(110, fig, out / "heldout_bpb.png"))
+    run = arms.get("exp3_lr1", {}).get(0)
+    if run:
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for name, points in sorted(run["weights"].items()):
+            ax.plot([s for s, _ in points], [w for _, w in points], label=name)
+        ax.set(xlabel="step", ylabel="weight", title="exp3_lr1, seed 0: mixture weights", yscale="log")
+        ax.legend(fontsize=7, ncol=3)
+        written.append(save_figure(110, fig, out / "exp3_weights.png"))
     return written
 
 
-def summary(data: dict[str, Any]) -> str:
-    analysis, lines = data.get("analysis", {}), []
-    for arm, row in analysis.get("mixing", {}).items():
-        lines.append(
-            f"{arm:15s} final {_pm(row['final_mean_heldout'])}  steps to the static final (same seed): "
-            f"{_pm(row['steps_to_static_final'], 1)}, saved {_pm(row['steps_saved'], 3)} "
-            f"(never: {row['never_reached']})"
-        )
-    for cell, row in analysis.get("curriculum", {}).get("table", {}).items():
-        lines.append(
-            f"{cell:25s} final {_pm(row['final_mean_heldout'])}  (last weights: {_pm(row['unaveraged_final'])})"
-        )
-    for schedule, gain in analysis.get("curriculum", {}).get("curriculum_gain_paired", {}).items():
-        lines.append(f"curriculum gain under {schedule} (shuffled - curriculum, paired by seed): {_pm(gain)}")
-    for arm, row in analysis.get("mixing", {}).items():
-        if arm.startswith("exp3"):
-            lines.append(f"{arm} - its static arm, paired by seed: {_pm(row['final_minus_static_paired'])}")
-    return "\n".join(lines)
-
-
-def _pm(stats: dict[str, Any], digits: int = 4) -> str:
-    if stats["mean"] is None:
-        return "n/a"
-    return f"{stats['mean']:.{digits}f} +/- {stats['std']:.{digits}f} (n={stats['n']})"
+def write_outputs(data: dict[str, Any], out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    text = summary(data)
+    (out / "summary.md").write_text(text)
+    plot(data, out)
+    return text
 
 
 # -- the experiment ---------------------------------------------------------------------------------------------
 
 
-def grid(settings: Settings) -> list[RunSpec]:
-    """Seed by seed across both experiments, so a run stopped early still has every arm and cell at a few seeds."""
-    specs = []
-    for seed in range(max(settings.mixing_seeds, settings.curriculum_seeds)):
-        if "mixing" in settings.experiments and seed < settings.mixing_seeds:
-            specs += [RunSpec("mixing", arm, seed) for arm in MIXING_ARMS]
-        if "curriculum" in settings.experiments and seed < settings.curriculum_seeds:
-            specs += [RunSpec("curriculum", f"{o}_{sch}", seed) for sch in SCHEDULES for o in ORDERS]
-    return specs
-
-
 def _log(run: dict[str, Any]) -> None:
-    logger.info("%-40s held-out %.4f  (%.0f s)", run["name"], final_loss(run), run["wall_s"])
+    logger.info("%-28s bpb %.4f  (%.0f s)", run["name"], weighted(run["heldout"][-1]["bpb"], None), run["wall_s"])
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[Settings, bool]:
+def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--corpus", default=default_corpus(), help="folder of *_LANG.jsonl(.gz) files (default: %(default)s)"
-    )
+    parser.add_argument("--corpus", default=default_corpus(), help="folder of *_LANG.jsonl(.gz) files")
     parser.add_argument("--output", default=str(REPO / "outputs" / "mixing"))
-    parser.add_argument(
-        "--quick", action="store_true", help="6 steps per run, 1 seed: checks the script, measures nothing"
-    )
-    parser.add_argument("--analyse-only", action="store_true", help="redo the analysis and figures from results.json")
-    parser.add_argument("--experiments", nargs="+", choices=["mixing", "curriculum"])
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--seq-len", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--mixing-seeds", type=int)
-    parser.add_argument("--curriculum-seeds", type=int)
-    parser.add_argument("--eval-every", type=int)
-    parser.add_argument("--heldout-windows", type=int, help="held-out windows per source")
-    parser.add_argument("--exp3", type=json.loads, help="Exp3Feedback options as JSON, e.g. '{\"learning_rate\": 1.0}'")
-    parser.add_argument("--jobs", type=int, help="runs in parallel (one thread each)")
+    parser.add_argument("--quick", action="store_true", help="30 steps, 1 seed, tiny shapes: checks the script")
+    parser.add_argument("--analyse-only", action="store_true", help="summary.md and figures from --results")
+    parser.add_argument("--results", help="results.json to analyse (default: OUTPUT/results.json)")
+    for name in ("steps", "batch-size", "seeds", "sweep-seeds", "jobs", "eval-every", "heldout-documents"):
+        parser.add_argument(f"--{name}", type=int)
+    parser.add_argument("--arms", nargs="+", choices=[*MAIN_ARMS, *SWEEP_ARMS])
     args = parser.parse_args(argv)
     values = dict(QUICK) if args.quick else {}
-    for key in (
-        "experiments",
-        "steps",
-        "seq_len",
-        "batch_size",
-        "learning_rate",
-        "mixing_seeds",
-        "curriculum_seeds",
-        "eval_every",
-        "heldout_windows",
-        "exp3",
-        "jobs",
-    ):
+    for key in ("steps", "batch_size", "seeds", "sweep_seeds", "jobs", "eval_every", "heldout_documents", "arms"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     settings = Settings(corpus=args.corpus, output=args.output, **values)
-    if not Path(settings.corpus).is_dir():
+    if not args.analyse_only and not Path(settings.corpus).is_dir():
         raise SystemExit(f"--corpus {settings.corpus} is not a folder.")
-    if settings.steps < 2 or settings.jobs < 1 or settings.eval_every < 1:
-        raise SystemExit("--steps must be >= 2, --jobs and --eval-every >= 1.")
-    if settings.steps // max(1, settings.steps // 10) < settings.average_last:
-        raise SystemExit(f"--steps {settings.steps} leaves fewer than {settings.average_last} checkpoints to average.")
-    return settings, args.analyse_only
+    if settings.steps < settings.eval_every or settings.jobs < 1 or settings.seeds < 1:
+        raise SystemExit("--steps must be >= --eval-every; --jobs and --seeds >= 1.")
+    return settings, args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    settings, analyse_only = parse_args(argv)
+    settings, args = parse_args(argv)
     out = Path(settings.output)
+    if args.analyse_only:
+        data = json.loads(Path(args.results or out / "results.json").read_text())
+        print(write_outputs(data, out))
+        return data
     out.mkdir(parents=True, exist_ok=True)
-    results = Results(out / "results.json", settings)
-    if not analyse_only:
-        started = time.time()
-        prepared = prepare(settings)
-        results.data["prepared"] = {"difficulty": prepared["difficulty"], "names": prepared["names"]}
-        execute(grid(settings), train_one, settings, prepared, results, _log)
-        results.data["wall_s"] = results.data.get("wall_s", 0.0) + time.time() - started
-    results.data["cpu_s"] = sum(r["cpu_s"] for r in results.data["runs"].values())
-    results.data["analysis"] = analyse(results.data)
+    results = Results(out / "results.json", {"settings": asdict(settings), "provenance": provenance(argv)})
+    started = time.time()
+    prepared = prepare_sources(settings)
+    for batch in grid(settings):
+        prepared["weights"] = {s.name: arm_weights(s, prepared["names"], results.data) for s in batch}
+        execute(batch, train_one, settings, prepared, results, _log)
+    results.data["wall_s"] = results.data.get("wall_s", 0.0) + time.time() - started
     results.save()
-    plot(results.data, out)
-    print(summary(results.data))
+    print(write_outputs(results.data, out))
     return results.data
 
 

@@ -1,14 +1,16 @@
-"""examples/experiments/mixing.py: the --quick mode end to end, and the analysis' definitions on made-up curves."""
+"""examples/experiments/mixing.py: --quick end to end (worker processes, EXP3 moving), the committed results
+reproduced byte for byte, and the analysis' definitions on made-up runs."""
 
 from __future__ import annotations
 
 import importlib
-import json
 import math
 
 import pytest
 
-from .conftest import DEMO_DATA
+from ..paths import CHECKOUT, SHARED, needs_shared
+
+COMMITTED = CHECKOUT / "docs" / "experiments" / "mixing"
 
 
 @pytest.fixture(scope="module")
@@ -16,96 +18,105 @@ def mixing(experiments_on_path):
     return importlib.import_module("mixing")
 
 
-def test_quick_mode_runs_every_arm_and_cell_and_writes_results_and_figures(mixing, tmp_path):
-    data = mixing.main(["--quick", "--corpus", str(DEMO_DATA), "--output", str(tmp_path)])
-    saved = json.loads((tmp_path / "results.json").read_text())
-    expected = [f"mixing_{arm}_s0" for arm in mixing.MIXING_ARMS] + [
-        f"curriculum_{o}_{s}_s0" for o in mixing.ORDERS for s in mixing.SCHEDULES
-    ]
-    assert sorted(saved["runs"]) == sorted(expected)
-    names = saved["prepared"]["names"]
-    assert "code" in names and len(names) == 9
-    for run in saved["runs"].values():
-        steps = [p["step"] for p in run["heldout"]]
-        assert steps == [0, 3, 6], "scored before training, every 3 steps and at the end"
-        assert all(
-            set(p["losses"]) == set(names) and all(math.isfinite(v) for v in p["losses"].values())
-            for p in run["heldout"]
-        )
-        assert run["heldout"][-1]["losses"] != run["heldout"][0]["losses"]
-        config = run["config"]
-        assert (config["data"]["feedback"] is not None) == run["spec"]["arm"].startswith("exp3")
-        averaged = run["spec"]["arm"].endswith("constant_avg")
-        assert (run["averaged_heldout"] is not None) == averaged
-        assert config["train"].get("average_last") == (2 if averaged else None)
-    paper = saved["runs"]["mixing_static_paper_s0"]["weights"]
-    assert paper["en"][0][1] > 0.6 and paper["code"][0][1] == pytest.approx(mixing.PAPER_CODE_SHARE, abs=1e-3)
-    # the curriculum moves weight from the easiest source (lowest compression ratio) to the hardest
-    difficulty = saved["prepared"]["difficulty"]
-    easy, hard = min(difficulty, key=difficulty.get), max(difficulty, key=difficulty.get)
-    curriculum = saved["runs"]["curriculum_curriculum_cosine_s0"]["weights"]
-    assert curriculum[easy][0][1] > curriculum[easy][-1][1] and curriculum[hard][0][1] < curriculum[hard][-1][1]
-    assert set(data["analysis"]["curriculum"]["table"]) == {f"{o}_{s}" for o in mixing.ORDERS for s in mixing.SCHEDULES}
-    for figure in ("mixing_heldout_vs_tokens.png", "mixing_weights.png", "curriculum_schedule.png"):
-        assert (tmp_path / figure).stat().st_size > 1000, figure
-    again = mixing.main(["--quick", "--corpus", str(DEMO_DATA), "--output", str(tmp_path), "--analyse-only"])
-    assert again["runs"].keys() == saved["runs"].keys()
+@pytest.mark.slow
+@needs_shared("corpus")
+def test_quick_mode_runs_every_arm_in_worker_processes_and_exp3_moves_the_weights(mixing, tmp_path):
+    data = mixing.main(["--quick", "--corpus", str(SHARED / "corpus"), "--output", str(tmp_path)])
+    arms = [*mixing.MAIN_ARMS, *mixing.SWEEP_ARMS]
+    assert sorted(data["runs"]) == sorted(f"{a}_s0" for a in arms)
+    names = sorted(data["runs"]["static_paper_s0"]["heldout"][-1]["bpb"])
+    assert names == ["code", "de", "en", "es", "fr", "it", "ja", "ko", "zh"]
+    for run in data["runs"].values():
+        assert [p["step"] for p in run["heldout"]] == [10, 20, 30], "the in-loop evaluation every 10 steps"
+        assert all(math.isfinite(v) for p in run["heldout"] for v in p["bpb"].values())
+        assert all(s["documents"] == 2 for s in run["heldout_set"].values())
+        # trained by a worker process: its output went to the run's log file, not to this process
+        assert "data_report.json" in (tmp_path / "logs" / f"{run['name']}.log").read_text()
+    paper = mixing.paper_weights(names)
+    static = data["runs"]["static_paper_s0"]["weights"]
+    assert all(w == pytest.approx(paper[n], abs=1e-4) for n, points in static.items() for _, w in points)
+    # EXP3 leaves its exactly uniform exploration policy after ~20 updates: by step 30 English has given weight away
+    exp3 = data["runs"]["exp3_lr1_s0"]["weights"]
+    assert exp3["en"][0][1] == pytest.approx(paper["en"], abs=1e-4)
+    assert exp3["en"][-1][1] < paper["en"] - 0.01
+    # phase 2 trains a static mix at the EXP3 run's own average weights
+    average = mixing.mean_weights(data["runs"]["exp3_lr1_s0"])
+    cfg = data["runs"]["static_exp3avg_s0"]["config"]["data"]
+    assert {s["name"]: s["weight"] for s in cfg["sources"]} == pytest.approx(average)
+    assert cfg["feedback"] is None
+    assert data["invocations"][0]["provenance"]["command"].endswith(f"--output {tmp_path}")
+    # --analyse-only from the results file: the same summary, byte for byte, and the figures
+    again = tmp_path / "again"
+    mixing.main(["--analyse-only", "--results", str(tmp_path / "results.json"), "--output", str(again)])
+    assert (again / "summary.md").read_bytes() == (tmp_path / "summary.md").read_bytes()
+    for figure in ("heldout_bpb.png", "exp3_weights.png"):
+        assert (again / figure).stat().st_size > 1000
 
 
-def test_curriculum_keeps_each_sources_share_over_the_run(mixing):
-    weights = mixing.base_weights("paper", ["code", "de", "en", "ja"])
-    assert sum(weights.values()) == pytest.approx(1) and weights["code"] == mixing.PAPER_CODE_SHARE
-    difficulty = {"code": 0.2, "de": 0.6, "en": 0.5, "ja": 0.7}
-    start, end = (p["weights"] for p in mixing.curriculum_points(weights, difficulty, 1.6, 100))
-    assert start["code"] / weights["code"] == pytest.approx(1.8) and end["ja"] / weights["ja"] == pytest.approx(1.8)
-    assert {n: (start[n] + end[n]) / 2 for n in weights} == pytest.approx(weights)
-    # with the uniform base the experiment uses, both points also sum to 1: no renormalisation shifts the shares
-    uniform = mixing.base_weights("uniform", list(weights))
-    start, end = (p["weights"] for p in mixing.curriculum_points(uniform, difficulty, 1.6, 100))
-    assert sum(start.values()) == pytest.approx(1) and sum(end.values()) == pytest.approx(1)
+def test_the_committed_summary_is_regenerated_byte_for_byte(mixing, tmp_path):
+    if not (COMMITTED / "results.json").is_file():
+        pytest.skip("no committed mixing results yet")
+    mixing.main(["--analyse-only", "--results", str(COMMITTED / "results.json"), "--output", str(tmp_path)])
+    assert (tmp_path / "summary.md").read_text() == (COMMITTED / "summary.md").read_text()
+    assert (COMMITTED / "results.json").stat().st_size < 1_000_000
 
 
-def _run(arm: str, seed: int, curve: list[float], averaged: float | None = None) -> dict:
-    points = [{"step": 10 * i, "tokens": 10 * i * 100, "losses": {"a": v, "b": v}} for i, v in enumerate(curve)]
-    experiment = "mixing" if arm in ("static_uniform", "exp3_uniform") else "curriculum"
+def test_the_mixes(mixing):
+    names = ["code", "de", "en", "es", "fr", "it", "ja", "ko", "zh"]
+    paper = mixing.paper_weights(names)
+    assert sum(paper.values()) == pytest.approx(1) and paper["code"] == 0.086
+    assert paper["en"] == pytest.approx(0.914 * 80.1 / 100, abs=1e-3)  # the "73% English" of the report's mix
+    hot = mixing.temperature_weights(names, 3.0)
+    assert sum(hot.values()) == pytest.approx(1)
+    assert hot["en"] / hot["es"] == pytest.approx((paper["en"] / paper["es"]) ** (1 / 3))
+    assert mixing.temperature_weights(names, 1.0) == pytest.approx(paper)
+
+
+def _run(arm: str, seed: int, bpb: dict[str, float]) -> dict:
+    point = {"step": 100, "tokens": 0, "bpb": bpb, "loss": {n: v * 2 for n, v in bpb.items()}}
+    weights = {n: [[5, 0.5], [10, 0.5]] for n in bpb}
     return {
-        "name": f"{arm}_{seed}",
-        "spec": {"experiment": experiment, "arm": arm, "seed": seed},
-        "heldout": points,
-        "averaged_heldout": {"a": averaged, "b": averaged} if averaged is not None else None,
-        "config": {"train": {"max_steps": 10 * (len(curve) - 1)}},
+        "name": f"{arm}_s{seed}",
+        "spec": {"arm": arm, "seed": seed},
+        "heldout": [point],
+        "weights": weights,
+        "cpu_s": 1.0,
     }
 
 
-def test_steps_to_the_static_final_pair_seeds_interpolate_and_count_misses(mixing):
-    runs = [
-        _run("static_uniform", 0, [8, 6, 5, 4.0]),
-        _run("static_uniform", 1, [8, 6, 4.1, 4.2]),
-        _run("exp3_uniform", 0, [8, 5, 4.0, 3.8]),
-        _run("exp3_uniform", 1, [8, 6, 5, 4.5]),
-    ]
-    analysis = mixing.analyse({"runs": {r["name"]: r for r in runs}})["mixing"]
-    # static seed 1 first reaches its own final 4.2 between steps 10 (6.0) and 20 (4.1): 10 + 10 * 1.8 / 1.9
-    assert analysis["static_uniform"]["steps_to_static_final_per_seed"] == [30, pytest.approx(10 + 180 / 19)]
-    # exp3 seed 0 reaches static seed 0's 4.0 at step 20 (a third sooner); seed 1 never reaches 4.2
-    assert analysis["exp3_uniform"]["steps_to_static_final_per_seed"] == [20, None]
-    assert analysis["exp3_uniform"]["never_reached"] == 1
-    assert analysis["exp3_uniform"]["steps_saved"]["mean"] == pytest.approx(1 / 3)
-    assert analysis["exp3_uniform"]["final_mean_heldout"]["mean"] == pytest.approx(4.15)
-    assert analysis["exp3_uniform"]["final_minus_static_paired"]["mean"] == pytest.approx(
-        ((3.8 - 4.0) + (4.5 - 4.2)) / 2
-    )
+def test_paired_differences_and_the_two_means(mixing):
+    """Two sources, en and de; the paper mix over them is ~98% en. EXP3 lowers de by 0.3 and raises en by 0.1 in
+    every seed: better on the unweighted mean, worse on the paper-weighted one."""
+    runs = []
+    for seed, noise in enumerate([0.0, 0.2, -0.1]):
+        runs.append(_run("static_paper", seed, {"en": 4.0 + noise, "de": 5.0 + noise}))
+        runs.append(_run("exp3_lr1", seed, {"en": 4.1 + noise, "de": 4.7 + noise}))
+    a = mixing.analyse({"runs": {r["name"]: r for r in runs}})
+    diff = a["paired"]["exp3_lr1 - static_paper"]
+    assert diff["bpb/unweighted"]["mean"] == pytest.approx(-0.1) and diff["bpb/unweighted"]["below_zero"] == 3
+    w = mixing.paper_weights(["de", "en"])
+    assert diff["bpb/paper-weighted"]["mean"] == pytest.approx(0.1 * w["en"] - 0.3 * w["de"])
+    assert diff["bpb/paper-weighted"]["mean"] > 0 and diff["bpb/paper-weighted"]["n"] == 3
+    assert diff["bpb/unweighted"]["se"] == pytest.approx(0, abs=1e-12)  # the seed noise cancels in the pairs
+    arm = a["arms"]["static_paper"]["bpb/unweighted"]
+    assert arm["mean"] == pytest.approx(4.5 + 0.1 / 3) and arm["n"] == 3
+    assert arm["se"] == pytest.approx(0.152753 / math.sqrt(3), rel=1e-4)  # stdev([0, .2, -.1]) / sqrt(n)
+    assert arm["lo"] < arm["mean"] < arm["hi"]
+    assert (arm["hi"] - arm["mean"]) / arm["se"] == pytest.approx(4.302653, rel=1e-5)  # t(0.975, 2)
+    text = mixing.summary({"runs": {r["name"]: r for r in runs}})
+    assert "| exp3_lr1 - static_paper |" in text and "(n=3)" in text
 
 
-def test_curriculum_table_uses_the_averaged_model_where_there_is_one(mixing):
-    runs = [
-        _run("shuffled_constant_avg", 0, [8, 5], averaged=4.5),
-        _run("curriculum_constant_avg", 0, [8, 5], averaged=4.2),
-        _run("shuffled_cosine", 0, [8, 4.4]),
-        _run("curriculum_cosine", 0, [8, 4.5]),
-    ]
-    out = mixing.analyse({"runs": {r["name"]: r for r in runs}})["curriculum"]
-    assert out["table"]["curriculum_constant_avg"]["final_mean_heldout"]["mean"] == pytest.approx(4.2)
-    assert out["table"]["curriculum_constant_avg"]["unaveraged_final"]["mean"] == pytest.approx(5.0)
-    assert out["curriculum_gain"] == {"cosine": pytest.approx(-0.1), "constant_avg": pytest.approx(0.3)}
-    assert out["curriculum_gain_paired"]["constant_avg"]["mean"] == pytest.approx(0.3)
+def test_the_former_exp3_defaults_leave_the_mix_unchanged_for_20_updates():
+    """Why `static_paper` stands for the former defaults (`learning_rate: null`, `update_every: 10`) in a 100-step
+    run: with 9 sources the exploration floor keeps the policy exactly uniform for the first 20 updates."""
+    from wonton_hf.data.mixture import Exp3Feedback
+
+    feedback = Exp3Feedback(learning_rate=None, update_every=10)
+    base = {f"s{i}": 1 / 9 for i in range(9)}
+    losses = {f"s{i}": 3.0 + i for i in range(9)}
+    for _ in range(19):
+        assert feedback.update(losses, base) == {n: pytest.approx(1.0, abs=1e-12) for n in base}
+    for _ in range(5):
+        moved = feedback.update(losses, base)
+    assert moved["s8"] > 1.0 > moved["s0"]

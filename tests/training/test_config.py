@@ -160,7 +160,7 @@ def test_help_config_lists_every_field_with_doc_and_default():
         "data.sources[*].exhaustion (Literal['repeat', 'stop'], default: 'repeat')",
         "monitors.stability.every_n_steps (int, default: 10) - optimizer steps between measurements",
         "optimizer.learning_rate (float, default: 0.0003) - peak learning rate",
-        "data.feedback.update_every (int, default: 1)",
+        "data.feedback.update_every (int, default: 10)",
     ):
         assert line in text, line
 
