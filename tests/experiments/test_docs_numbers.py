@@ -5,30 +5,27 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from ..paths import CHECKOUT
 
 DOC = CHECKOUT / "docs" / "experiments.md"
 SUMMARIES = [CHECKOUT / "docs" / "experiments" / name / "summary.md" for name in ("mixing", "schedules")]
-HEADING = "# Mixing and LR schedules at CPU scale"
+HEADING = "## Mixing and LR schedules"
 
 
 def quoted_numbers(text: str) -> list[str]:
     """Decimal numbers (0.123, -0.05, 1.58) in the results part of the mixing and schedules half."""
     part = text[text.index(HEADING) :]
-    results = part[part.index("## Results") :]
+    results = part[part.index("### Results") :]
     return [n.lstrip("+-−") for n in re.findall(r"(?<![\w.])[-−+]?\d+\.\d+", results)]
 
 
 def test_the_finder_sees_numbers_and_ignores_words():
-    text = f"{HEADING}\n## Plan\n0.07\n## Results\nx2.5 gave −0.123 ± 0.04 (n=5), 1.58x, v1.2.3"
+    text = f"{HEADING}\n### Plan\n0.07\n### Results\nx2.5 gave −0.123 ± 0.04 (n=5), 1.58x, v1.2.3"
     assert quoted_numbers(text) == ["0.123", "0.04", "1.58"]
 
 
 def test_every_number_the_results_quote_is_in_a_summary():
-    if not all(path.is_file() for path in SUMMARIES):
-        pytest.skip("the summaries are not committed yet")
+    assert all(path.is_file() for path in SUMMARIES), "a committed summary.md is missing"
     summaries = "".join(path.read_text() for path in SUMMARIES)
     numbers = quoted_numbers(DOC.read_text())
     assert numbers, "the results section quotes no number"
