@@ -393,6 +393,24 @@ def fmt(d: dict[str, Any], digits: int = 3) -> str:
     return f"{d['mean']:.{digits}f} ± {d['se']:.{digits}f} [{d['lo']:.{digits}f}, {d['hi']:.{digits}f}] (n={d['n']})"
 
 
+def table_row(label: str, cells: list[str]) -> str:
+    """One Markdown table row of a summary."""
+    return "| " + " | ".join([label, *cells]) + " |"
+
+
+def summary_head(title: str, data: dict[str, Any], runs: int, cpu_s: float) -> list[str]:
+    """The first lines every summary.md starts with: its title, where each invocation ran from, and its cost."""
+    lines = [title, ""]
+    for inv in data.get("invocations", []):
+        p = inv.get("provenance", {})
+        lines.append(f"- run from commit `{p.get('commit')}` (tree dirty: {p.get('dirty')}): `{p.get('command')}`")
+    lines.append(
+        f"- runs: {runs}; CPU time of all runs (training + in-loop evaluation, one thread each): "
+        f"{cpu_s:.0f} s ({cpu_s / 3600:.2f} CPU-hours)"
+    )
+    return lines
+
+
 # -- one run -------------------------------------------------------------------------------------------------------
 
 
