@@ -28,7 +28,7 @@ from transformers import TrainerCallback
 
 from ...distributed import gather_object
 from ..heldout import EvalWindows
-from .tracking import _returns_token_loss
+from .tracking import _returns_token_loss, kwargs_hooks
 
 
 class EvalWindowDataset(Dataset):
@@ -66,17 +66,10 @@ class HeldOutEvaluation(TrainerCallback):
     _handles: list[Any] = field(default_factory=list, init=False, repr=False)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        for handle in self._handles:
-            handle.remove()
-        self._handles = [
-            model.register_forward_pre_hook(self._pre_hook, with_kwargs=True),
-            model.register_forward_hook(self._post_hook, with_kwargs=True),
-        ]
+        self._handles = kwargs_hooks(self._handles, model, self._pre_hook, self._post_hook)
 
     def on_train_end(self, args, state, control, **kwargs):
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        self._handles = kwargs_hooks(self._handles)
 
     def _pre_hook(self, module, args, kwargs):
         index = kwargs.pop("eval_index", None)

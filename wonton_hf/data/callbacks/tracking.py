@@ -40,6 +40,22 @@ def _returns_token_loss(module: torch.nn.Module) -> bool:
     return cached
 
 
+def kwargs_hooks(handles: list[Any], model: Any = None, pre: Any = None, post: Any = None) -> list[Any]:
+    """Remove `handles`, then (given a model) hook `pre`/`post` around its forward with the call's kwargs.
+
+    The data callbacks read batch fields the model must not see (`source_ids`, `data_state`, `eval_index`) in a
+    pre-hook that pops them, and the model's output in a post-hook; a second `on_train_begin` (the Trainer's resume
+    path) must not stack a second pair."""
+    for handle in handles:
+        handle.remove()
+    if model is None:
+        return []
+    return [
+        model.register_forward_pre_hook(pre, with_kwargs=True),
+        model.register_forward_hook(post, with_kwargs=True),
+    ]
+
+
 @dataclass
 class DataSchedulerCallback(TrainerCallback):
     """Tracks consumption, saves/restores the scheduler with checkpoints, logs `data/*` metrics per source."""
@@ -71,17 +87,10 @@ class DataSchedulerCallback(TrainerCallback):
         )
         if state.global_step > 0:
             self._restore(args, state)
-        for handle in self._handles:
-            handle.remove()
-        self._handles = [
-            model.register_forward_pre_hook(self._pre_hook, with_kwargs=True),
-            model.register_forward_hook(self._post_hook, with_kwargs=True),
-        ]
+        self._handles = kwargs_hooks(self._handles, model, self._pre_hook, self._post_hook)
 
     def on_train_end(self, args, state, control, **kwargs):
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        self._handles = kwargs_hooks(self._handles)
 
     def _pre_hook(self, module, args, kwargs):
         source_ids = kwargs.pop("source_ids", None)
